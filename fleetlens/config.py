@@ -1,0 +1,183 @@
+"""Configuration: one TOML file, overridden by environment variables, validated at start.
+
+Lookup order (later wins): built-in defaults -> the TOML file (``--config`` or
+``$FLEETLENS_CONFIG``) -> ``FLEETLENS_<SECTION>_<KEY>`` environment variables -> command-line
+flags (applied by the CLI). Any unknown section or key, or a value of the wrong type, stops
+the program with a one-line error that names it: a typo in a threshold must not silently
+fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is meant for the operator, one line."""
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    samples_topic: str = "fleetlens.samples"
+    deadletter_topic: str = "fleetlens.deadletter"
+    partitions: int = 4
+    replication_factor: int = 1
+    group_id: str = "fleetlens-pipeline"
+    # zstd: samples are repetitive JSON, ~10x smaller on the wire and in the broker.
+    compression: str = "zstd"
+    # Tansu holds a JoinGroup for half the session timeout; 6000 ms is also Apache Kafka's
+    # group.min.session.timeout.ms, so the value is legal on both.
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    max_poll_interval_ms: int = 300000
+    max_poll_records: int = 5000
+
+
+@dataclass
+class Definitions:
+    """How a sample is classified; see README 'Definitions'."""
+
+    idle_gpu_util_max: float = 1.0
+    idle_sm_active_max: float = 0.01
+    idle_held_fb_mib: float = 1024.0
+
+
+@dataclass
+class PipelineConfig:
+    window_s: int = 60
+    # A node's window closes once that node has sent a sample this many seconds past its end.
+    lateness_s: float = 10.0
+    # A window also closes when its node has sent nothing for this long (processing time),
+    # so one silent node cannot hold back offset commits forever.
+    idle_close_s: float = 120.0
+    # Closed windows are written (and offsets committed) at most this often.
+    flush_interval_s: float = 5.0
+
+
+@dataclass
+class StoreConfig:
+    dir: str = "var/store"
+
+
+@dataclass
+class AgentConfig:
+    source: str = "sim"
+    interval_s: float = 10.0
+    node: str = ""  # default: this host's name
+
+
+@dataclass
+class SimConfig:
+    seed: int = 42
+    nodes: int = 32
+    gpus_per_node: int = 8
+    tenants: int = 5
+    cluster: str = "sim-1"
+
+
+@dataclass
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    definitions: Definitions = field(default_factory=Definitions)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+
+
+def _coerce(section: str, key: str, typ: type, value: Any, origin: str) -> Any:
+    where = f"{origin}: [{section}] {key}"
+    if isinstance(value, str) and typ is not str:
+        try:
+            value = {int: int, float: float}[typ](value) if typ in (int, float) else value
+        except (KeyError, ValueError):
+            raise ConfigError(f"{where} = {value!r} is not a valid {typ.__name__}") from None
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {typ.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _apply(cfg: Config, data: dict[str, Any], origin: str) -> None:
+    for section, values in data.items():
+        if not hasattr(cfg, section):
+            known = ", ".join(f.name for f in dataclasses.fields(cfg))
+            raise ConfigError(f"{origin}: unknown section [{section}] (known: {known})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+        target = getattr(cfg, section)
+        hints = get_type_hints(type(target))
+        for key, value in values.items():
+            if key not in hints:
+                known = ", ".join(hints)
+                raise ConfigError(f"{origin}: unknown key [{section}] {key} (known: {known})")
+            setattr(target, key, _coerce(section, key, hints[key], value, origin))
+
+
+def _env_overrides(cfg: Config, environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    sections = {f.name for f in dataclasses.fields(cfg)}
+    for name, value in environ.items():
+        if not name.startswith("FLEETLENS_") or name == "FLEETLENS_CONFIG":
+            continue
+        rest = name[len("FLEETLENS_"):].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"environment: {name} names no config section")
+        out.setdefault(section, {})[rest[len(section) + 1:]] = value
+    return out
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    k, p, d = cfg.kafka, cfg.pipeline, cfg.definitions
+    if ":" not in k.bootstrap:
+        raise ConfigError(f"[kafka] bootstrap must be HOST:PORT, got {k.bootstrap!r}")
+    if k.partitions < 1:
+        raise ConfigError("[kafka] partitions must be >= 1")
+    if k.compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
+        raise ConfigError(f"[kafka] compression {k.compression!r} is not one of "
+                          "none, gzip, snappy, lz4, zstd")
+    if k.heartbeat_interval_ms * 3 > k.session_timeout_ms:
+        raise ConfigError("[kafka] heartbeat_interval_ms must be at most a third of "
+                          "session_timeout_ms")
+    if p.window_s != 60:
+        raise ConfigError("[pipeline] window_s: only 60-second windows are supported in v1")
+    if p.lateness_s < 0 or p.idle_close_s <= 0 or p.flush_interval_s < 0:
+        raise ConfigError("[pipeline] lateness_s, flush_interval_s must be >= 0 and "
+                          "idle_close_s > 0")
+    if not 0 <= d.idle_gpu_util_max <= 100:
+        raise ConfigError("[definitions] idle_gpu_util_max must be within 0..100")
+    if not 0 <= d.idle_sm_active_max <= 1:
+        raise ConfigError("[definitions] idle_sm_active_max must be within 0..1")
+    if cfg.agent.interval_s <= 0:
+        raise ConfigError("[agent] interval_s must be > 0")
+    if cfg.sim.nodes < 1 or cfg.sim.gpus_per_node < 1 or cfg.sim.tenants < 1:
+        raise ConfigError("[sim] nodes, gpus_per_node and tenants must be >= 1")
+
+
+def load(path: str | os.PathLike[str] | None = None,
+         environ: dict[str, str] | None = None) -> Config:
+    """Build the effective configuration, or raise ConfigError."""
+    environ = dict(os.environ) if environ is None else environ
+    cfg = Config()
+    path = path or environ.get("FLEETLENS_CONFIG")
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        _apply(cfg, data, str(p))
+    _apply(cfg, _env_overrides(cfg, environ), "environment")
+    validate(cfg)
+    return cfg

@@ -1,0 +1,79 @@
+"""The GPU spec catalog: theoretical peaks per SKU, and matching of NVML/DCGM name strings.
+
+The data lives in gpu_catalog.csv next to this module (one row per SKU, with its source).
+Names are matched whole after normalisation (lower case, '-' and '_' as spaces, runs of
+whitespace collapsed), never as substrings: "NVIDIA H20" must not match "NVIDIA H200", and
+dcgm-exporter's --replace-blanks-in-model-name output ("NVIDIA-H100-80GB-HBM3") must match.
+An unknown name yields None: callers report it and leave MFU null rather than guess a peak.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+_NUMERIC = ("bf16_dense_tflops", "fp16_dense_tflops", "tf32_dense_tflops", "fp8_dense_tflops",
+            "fp4_dense_tflops", "int8_dense_tops", "fp64_tflops", "fp64_tensor_tflops",
+            "fp32_tflops", "mem_gb", "mem_bw_tbs", "tdp_w", "sm_count", "spec_clock_mhz")
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    model_key: str
+    names: tuple[str, ...]
+    vendor: str
+    bf16_dense_tflops: float | None
+    fp16_dense_tflops: float | None
+    tf32_dense_tflops: float | None
+    fp8_dense_tflops: float | None
+    fp4_dense_tflops: float | None
+    int8_dense_tops: float | None
+    fp64_tflops: float | None
+    fp64_tensor_tflops: float | None
+    fp32_tflops: float | None
+    mem_gb: float | None
+    mem_bw_tbs: float | None
+    tdp_w: float | None
+    sm_count: float | None
+    spec_clock_mhz: float | None
+    source: str
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[-_]", " ", name.lower())).strip()
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> dict[str, GpuSpec]:
+    """All SKUs by model_key."""
+    text = resources.files("fleetlens.pipeline").joinpath("gpu_catalog.csv").read_text()
+    specs = {}
+    for row in csv.DictReader(text.splitlines()):
+        values = {k: (float(row[k]) if row[k] else None) for k in _NUMERIC}
+        specs[row["model_key"]] = GpuSpec(
+            model_key=row["model_key"], names=tuple(row["name_patterns"].split("|")),
+            vendor=row["vendor"], source=row["source"], **values)
+    return specs
+
+
+@lru_cache(maxsize=1)
+def _name_index() -> dict[str, GpuSpec]:
+    index: dict[str, GpuSpec] = {}
+    for spec in load_catalog().values():
+        for name in spec.names:
+            key = normalize(name)
+            if key in index:
+                raise ValueError(f"GPU catalog: name {name!r} is listed for both "
+                                 f"{index[key].model_key} and {spec.model_key}")
+            index[key] = spec
+    return index
+
+
+def lookup(model_name: str | None) -> GpuSpec | None:
+    """The SKU for an NVML/DCGM model name, or None when the catalog does not know it."""
+    if not model_name:
+        return None
+    return _name_index().get(normalize(model_name))

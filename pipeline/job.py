@@ -1,0 +1,211 @@
+"""The stream job: consume samples, keep windows, write rollups, commit, dead-letter.
+
+One loop, one thread:
+
+    poll -> decode (bad lines -> dead-letter topic) -> windows.accept (late -> dead-letter)
+         -> every flush_interval_s: close windows -> rollup -> write Parquet -> checkpoint
+         -> commit offsets to Kafka
+
+The store's checkpoints, not Kafka's committed offsets, say where a partition resumes: on
+assignment each partition seeks to its checkpoint's offset. Kafka's commits still follow
+(after the durable write), so consumer lag stays visible to the usual Kafka tooling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import polars as pl
+from fleetlens.pipeline.decode import DeadLetter, Record, decode
+from fleetlens.pipeline.rollup import rollup
+from fleetlens.pipeline.store import Checkpoint, Store
+from fleetlens.pipeline.windows import PartitionWindows
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from fleetlens.config import Config
+from fleetlens.kafka_client import ensure_topics, make_consumer, make_producer
+from fleetlens.schema import encode_sample
+
+log = logging.getLogger(__name__)
+
+# Raw rows held in open windows before a flush is forced regardless of the timer.
+MAX_PENDING_ROWS = 1_000_000
+
+
+@dataclass
+class JobStats:
+    messages: int = 0
+    samples: int = 0
+    dead_letters: Counter = field(default_factory=Counter)  # by reason class
+    late: int = 0
+    replayed_skipped: int = 0
+    rollup_rows: int = 0
+    files_written: int = 0
+    unknown_models: Counter = field(default_factory=Counter)  # model -> rollup rows
+
+    def summary(self) -> dict:
+        return {
+            "messages": self.messages, "samples": self.samples,
+            "dead_letters": sum(self.dead_letters.values()),
+            "dead_letter_reasons": dict(self.dead_letters), "late": self.late,
+            "replayed_skipped": self.replayed_skipped, "rollup_rows": self.rollup_rows,
+            "files_written": self.files_written, "unknown_models": dict(self.unknown_models),
+        }
+
+
+def _reason_class(reason: str) -> str:
+    return reason.split(":")[0].split("'")[0].strip()
+
+
+class PipelineJob(ConsumerRebalanceListener):
+    def __init__(self, cfg: Config, store_dir: str, group_id: str | None = None):
+        self.cfg = cfg
+        self.topic = cfg.kafka.samples_topic
+        self.store = Store(store_dir)
+        self.group_id = group_id or cfg.kafka.group_id
+        self.stats = JobStats()
+        self.parts: dict[int, PartitionWindows] = {}
+        self.stop_event = threading.Event()
+        self.ledger_version, self.ledger = self.store.read_ledger()
+        self.consumer = None
+        self.dlq = None
+
+    # -- rebalance ----------------------------------------------------------------------------
+    def on_partitions_revoked(self, revoked) -> None:
+        # Drop, don't flush: the next owner resumes from our last checkpoint, and writing now
+        # could race with it.
+        for tp in revoked:
+            self.parts.pop(tp.partition, None)
+
+    def on_partitions_assigned(self, assigned) -> None:
+        for tp in assigned:
+            cp = self.store.read_checkpoint(self.topic, tp.partition)
+            self.parts[tp.partition] = PartitionWindows(tp.partition, cp)
+            if cp.commit_offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, cp.commit_offset)
+        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self, until_idle_s: float | None = None, assign_timeout_s: float = 120.0) -> JobStats:
+        k = self.cfg.kafka
+        ensure_topics(k, [k.samples_topic, k.deadletter_topic])
+        self.consumer = make_consumer(k, self.group_id)
+        self.dlq = make_producer(k)
+        self.consumer.subscribe([self.topic], listener=self)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop_event.set())
+        started = time.monotonic()
+        last_data = None
+        last_flush = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                polled = self.consumer.poll(timeout_ms=500)
+                now = time.monotonic()
+                if polled:
+                    self._process(polled)
+                    last_data = now
+                elif self.parts and last_data is None:
+                    last_data = now  # assigned; start the idle clock
+                if not self.parts and last_data is None and now - started > assign_timeout_s:
+                    raise TimeoutError(f"no partition assigned within {assign_timeout_s:.0f}s")
+                pending = sum(p.pending_rows for p in self.parts.values())
+                if (now - last_flush >= self.cfg.pipeline.flush_interval_s
+                        or pending >= MAX_PENDING_ROWS):
+                    self.flush()
+                    last_flush = now
+                if until_idle_s is not None and last_data is not None \
+                        and now - last_data >= until_idle_s:
+                    log.info("no message for %.1fs: flushing every open window", until_idle_s)
+                    self.flush(flush_all=True)
+                    break
+            else:
+                self.flush()  # stopped by a signal: write what is closed, keep the rest open
+        finally:
+            self.dlq.flush()
+            self.dlq.close()
+            self.consumer.close()
+        return self.stats
+
+    def _process(self, polled: dict) -> None:
+        records = [Record(tp.partition, r.offset, r.key, r.value)
+                   for tp in sorted(polled, key=lambda t: t.partition) for r in polled[tp]]
+        self.stats.messages += len(records)
+        frame, dead = decode(records)
+        self.stats.samples += frame.height
+        for d in dead:
+            part = self.parts.get(d.partition)
+            if part is not None and part.is_replay(d.offset):
+                continue  # dead-lettered before the restart
+            self._dead_letter(d)
+        for r in records:
+            if r.partition in self.parts:
+                self.parts[r.partition].consumed(r.offset)
+        for p, rows in frame.partition_by("_partition", as_dict=True).items():
+            part = self.parts.get(p[0])
+            if part is None:
+                continue  # revoked mid-poll; the next owner replays it
+            late, skipped = part.accept(rows)
+            self.stats.replayed_skipped += skipped
+            for row in late.iter_rows(named=True):
+                self.stats.late += 1
+                self._dead_letter(DeadLetter(
+                    row["_partition"], row["_offset"], row["node"], encode_sample(row),
+                    f"late: window {int(row['ts'] // 60 * 60)} of node {row['node']} "
+                    "already closed"))
+
+    def _dead_letter(self, d: DeadLetter) -> None:
+        self.stats.dead_letters[_reason_class(d.reason)] += 1
+        value = json.dumps({"reason": d.reason, "topic": self.topic, "partition": d.partition,
+                            "offset": d.offset, "key": d.key, "line": d.line,
+                            "dead_lettered_at": time.time()}).encode()
+        self.dlq.send(self.cfg.kafka.deadletter_topic,
+                      key=d.key.encode() if d.key else None, value=value)
+
+    def _reload_ledger_if_changed(self) -> None:
+        versions = self.store.ledger_versions()
+        if versions and versions[-1].name != self.ledger_version:
+            self.ledger_version, self.ledger = self.store.read_ledger()
+            log.info("using allocation ledger %s", self.ledger_version)
+
+    def flush(self, flush_all: bool = False) -> None:
+        """Close due windows, write their rollups, checkpoint, then commit to Kafka."""
+        self._reload_ledger_if_changed()
+        p_cfg = self.cfg.pipeline
+        self.dlq.flush()  # dead letters up to here must be durable before the checkpoint
+        commits = {}
+        for p, part in self.parts.items():
+            closed = part.take_closed(p_cfg.lateness_s, p_cfg.idle_close_s, flush_all)
+            cp = part.checkpoint
+            seq = cp.seq
+            if closed.height:
+                rows = rollup(closed.drop("_partition", "_offset"), self.ledger,
+                              self.cfg.definitions)
+                seq += 1
+                self.store.write_rollups(self.topic, p, seq, rows)
+                self.stats.rollup_rows += rows.height
+                self.stats.files_written += 1
+                unknown = rows.filter(pl.col("model_key").is_null())
+                for model, n in unknown.group_by("model").len().iter_rows():
+                    self.stats.unknown_models[model] += n
+            commit = part.commit_offset()
+            consumed = (part.next_offset - 1) if part.next_offset is not None else -1
+            new_cp = Checkpoint(seq=seq, commit_offset=commit,
+                                consumed_offset=max(consumed, cp.consumed_offset),
+                                closed=dict(part.closed))
+            if new_cp != cp:
+                self.store.write_checkpoint(self.topic, p, new_cp)
+                part.checkpoint = new_cp
+            if commit is not None:
+                commits[TopicPartition(self.topic, p)] = OffsetAndMetadata(commit, "", -1)
+        if commits:
+            self.consumer.commit(commits)

@@ -1,0 +1,42 @@
+"""Read side: a DuckDB connection over the store, and the SQL files in sql/.
+
+Each reader opens its own in-memory DuckDB connection and reads the store's Parquet files,
+so readers never take a lock that the pipeline (or another reader) would wait on.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import duckdb
+from fleetlens.pipeline.store import Store
+
+
+@cache
+def load_sql(name: str) -> str:
+    """The text of sql/<name>.sql (installed as the fleetlens.sql package data)."""
+    return resources.files("fleetlens.sql").joinpath(f"{name}.sql").read_text()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
+    store = Store(store_dir)
+    con = duckdb.connect(":memory:")
+    if store.rollup_files():
+        sql = load_sql("rollups_view").replace("{{rollups_glob}}", _literal(store.rollup_glob()))
+    else:
+        sql = load_sql("rollups_empty")
+    con.execute(sql)
+    return con
+
+
+def query(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> list[dict]:
+    """Run sql/<name>.sql with bound parameters; rows as dicts."""
+    cur = con.execute(load_sql(name), params)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]

@@ -1,0 +1,130 @@
+"""The store: a directory of Parquet files that any number of DuckDB readers can open.
+
+Layout (all paths relative to the store directory):
+
+    rollups/<topic>/p<partition>/<seq>.parquet   per-GPU-minute rollups, one file per flush
+    checkpoints/<topic>/p<partition>.json        what partition <partition> has made durable
+    allocations/ledger-<version>.parquet         allocation ledger versions (newest wins)
+
+Why files and not one DuckDB database: DuckDB lets one process write a database file and a
+writer blocks even read-only opens elsewhere; the pipeline, the API and report runs must never
+block each other. Every file is written to a temporary name, fsynced, then renamed, so readers
+see whole files or nothing.
+
+Exactly-once effect: a flush of partition p writes rollup file seq N, then the checkpoint that
+names N; offsets are committed to Kafka after that. If the process dies between the two, the
+restart reads checkpoint N-1, replays, and writes seq N again under the same name - replacing
+the orphan instead of adding to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+
+@dataclass
+class Checkpoint:
+    """Durable progress of one topic partition."""
+
+    seq: int = 0  # last rollup file written
+    commit_offset: int | None = None  # resume here (None: from the beginning)
+    consumed_offset: int = -1  # highest offset whose effects are durable or dead-lettered
+    closed: dict[str, int] = field(default_factory=dict)  # node -> last closed minute (epoch s)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.write_parquet(tmp, compression="zstd", statistics=True)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    # -- rollups ------------------------------------------------------------------------------
+    def rollup_dir(self) -> Path:
+        return self.root / "rollups"
+
+    def rollup_glob(self) -> str:
+        return str(self.rollup_dir() / "**" / "*.parquet")
+
+    def rollup_files(self) -> list[Path]:
+        return sorted(self.rollup_dir().glob("**/[0-9]*.parquet"))
+
+    def write_rollups(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
+        path = self.rollup_dir() / _safe(topic) / f"p{partition:04d}" / f"{seq:012d}.parquet"
+        atomic_write_parquet(path, frame)
+        return path
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _checkpoint_path(self, topic: str, partition: int) -> Path:
+        return self.root / "checkpoints" / _safe(topic) / f"p{partition:04d}.json"
+
+    def read_checkpoint(self, topic: str, partition: int) -> Checkpoint:
+        path = self._checkpoint_path(topic, partition)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return Checkpoint()
+        return Checkpoint(**data)
+
+    def write_checkpoint(self, topic: str, partition: int, cp: Checkpoint) -> None:
+        data = json.dumps(asdict(cp), sort_keys=True).encode()
+        atomic_write_bytes(self._checkpoint_path(topic, partition), data)
+
+    # -- allocation ledger --------------------------------------------------------------------
+    def ledger_dir(self) -> Path:
+        return self.root / "allocations"
+
+    def ledger_versions(self) -> list[Path]:
+        return sorted(self.ledger_dir().glob("ledger-*.parquet"))
+
+    def write_ledger(self, frame: pl.DataFrame) -> Path:
+        versions = self.ledger_versions()
+        n = int(versions[-1].stem.split("-")[1]) + 1 if versions else 1
+        path = self.ledger_dir() / f"ledger-{n:06d}.parquet"
+        atomic_write_parquet(path, frame)
+        return path
+
+    def read_ledger(self) -> tuple[str | None, pl.DataFrame]:
+        """(version name, ledger frame) of the newest ledger; an empty frame if none."""
+        from fleetlens.pipeline.tenancy import LEDGER_SCHEMA
+
+        versions = self.ledger_versions()
+        if not versions:
+            return None, pl.DataFrame(schema=LEDGER_SCHEMA)
+        return versions[-1].name, pl.read_parquet(versions[-1])

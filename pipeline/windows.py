@@ -1,0 +1,115 @@
+"""Event-time windows of one Kafka partition: which samples wait, which are ready, what to commit.
+
+A window is one node's minute. Samples of a node arrive in order in one partition (the key is
+the node), so each node has its own watermark: the newest `ts` seen from it. The node's
+minute M closes once its watermark reaches M + 60 + lateness_s, or when the node has been
+silent for idle_close_s of processing time (so one dead node cannot hold back commits), or
+at shutdown with flush_all.
+
+Raw samples of open windows are kept until the window closes; the rollup of a window is then
+computed from all its samples at once, never merged from partial results.
+
+The offset to commit is the smallest offset of any sample still waiting (a restart must see
+those again), or the next offset when nothing waits.
+"""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+from fleetlens.pipeline.store import Checkpoint
+
+
+class PartitionWindows:
+    def __init__(self, partition: int, checkpoint: Checkpoint):
+        self.partition = partition
+        self.checkpoint = checkpoint
+        self.closed: dict[str, int] = dict(checkpoint.closed)
+        self.pending: list[pl.DataFrame] = []
+        self.pending_rows = 0
+        self.next_offset: int | None = checkpoint.commit_offset
+        self.watermark: dict[str, float] = {}
+        self.last_seen: dict[str, float] = {}
+
+    # -- intake -------------------------------------------------------------------------------
+    def consumed(self, offset: int) -> None:
+        """Record that `offset` was read (also for messages that produced no valid row)."""
+        if self.next_offset is None or offset + 1 > self.next_offset:
+            self.next_offset = offset + 1
+
+    def is_replay(self, offset: int) -> bool:
+        """True for offsets whose effects were made durable before the last restart."""
+        return offset <= self.checkpoint.consumed_offset
+
+    def accept(self, rows: pl.DataFrame, now: float | None = None) -> tuple[pl.DataFrame, int]:
+        """Queue rows of open windows. Returns (late rows, number of replayed rows skipped).
+
+        A row whose window already closed is either a replay of work made durable before a
+        restart (skipped silently, counted) or late data (returned, for the dead-letter topic).
+        """
+        if rows.height == 0:
+            return rows, 0
+        now = time.monotonic() if now is None else now
+        minute = ((pl.col("ts") // 60) * 60).cast(pl.Int64)
+        if self.closed:
+            closed = pl.DataFrame(
+                {"node": list(self.closed), "_closed": list(self.closed.values())},
+                schema={"node": pl.String, "_closed": pl.Int64})
+            rows = rows.join(closed, on="node", how="left", maintain_order="left")
+            is_closed = (minute <= pl.col("_closed")).fill_null(False)
+        else:
+            rows = rows.with_columns(pl.lit(None, dtype=pl.Int64).alias("_closed"))
+            is_closed = pl.lit(False)
+        replay = pl.col("_offset") <= self.checkpoint.consumed_offset
+        rows = rows.with_columns(is_closed.alias("_is_closed"), replay.alias("_replay"))
+        skipped = rows.filter(pl.col("_is_closed") & pl.col("_replay")).height
+        late = rows.filter(pl.col("_is_closed") & ~pl.col("_replay"))
+        fresh = rows.filter(~pl.col("_is_closed")).drop("_closed", "_is_closed", "_replay")
+        if fresh.height:
+            self.pending.append(fresh)
+            self.pending_rows += fresh.height
+            for node, ts in fresh.group_by("node").agg(pl.col("ts").max()).iter_rows():
+                if ts > self.watermark.get(node, float("-inf")):
+                    self.watermark[node] = ts
+                self.last_seen[node] = now
+        return late.drop("_closed", "_is_closed", "_replay"), skipped
+
+    # -- closing ------------------------------------------------------------------------------
+    def take_closed(self, lateness_s: float, idle_close_s: float, flush_all: bool = False,
+                    now: float | None = None) -> pl.DataFrame:
+        """Remove and return the rows of every window that is now closed."""
+        if not self.pending:
+            return pl.DataFrame()
+        now = time.monotonic() if now is None else now
+        frame = pl.concat(self.pending, how="vertical_relaxed") if len(self.pending) > 1 \
+            else self.pending[0]
+        # Per node: windows with minute < horizon are closed.
+        horizons = {}
+        for node, mark in self.watermark.items():
+            silent = now - self.last_seen.get(node, now) >= idle_close_s
+            if flush_all or silent:
+                horizons[node] = float("inf")
+            else:
+                horizons[node] = mark - lateness_s - 60
+        h = pl.DataFrame({"node": list(horizons), "_horizon": list(horizons.values())},
+                         schema={"node": pl.String, "_horizon": pl.Float64})
+        frame = frame.join(h, on="node", how="left", maintain_order="left").with_columns(
+            ((pl.col("ts") // 60) * 60).cast(pl.Int64).alias("_minute"))
+        is_closed = (pl.col("_minute") <= pl.col("_horizon")).fill_null(False)
+        done = frame.filter(is_closed)
+        keep = frame.filter(~is_closed).drop("_horizon", "_minute")
+        self.pending = [keep] if keep.height else []
+        self.pending_rows = keep.height
+        for node, m in done.group_by("node").agg(pl.col("_minute").max()).iter_rows():
+            self.closed[node] = max(m, self.closed.get(node, m))
+        for node in [n for n, hz in horizons.items() if hz == float("inf")]:
+            # A node closed for silence starts afresh if it speaks again.
+            self.watermark.pop(node, None)
+            self.last_seen.pop(node, None)
+        return done.drop("_horizon", "_minute")
+
+    def commit_offset(self) -> int | None:
+        if self.pending:
+            return int(min(f["_offset"].min() for f in self.pending))
+        return self.next_offset

@@ -1,0 +1,6 @@
+-- Fleet-wide figures for [$t_from, $t_to).
+SELECT
+    coalesce(sum(observed_s), 0) / 3600.0                                   AS gpu_hours_observed,
+    coalesce(sum(observed_s) FILTER (WHERE tenant IS NULL), 0) / 3600.0     AS gpu_hours_unallocated
+FROM rollups
+WHERE minute >= $t_from AND minute < $t_to;

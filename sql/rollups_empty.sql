@@ -1,0 +1,36 @@
+-- The rollup table's schema, used when the store holds no rollup file yet.
+-- One row per (minute, GPU or MIG instance, tenant); written by pipeline/rollup.py.
+-- Seconds are GPU-seconds; minute is the UTC minute (naive timestamp, UTC by convention).
+CREATE OR REPLACE TABLE rollups (
+    minute            TIMESTAMP,
+    node              VARCHAR,
+    gpu               BIGINT,
+    uuid              VARCHAR,
+    mig_instance      BIGINT,
+    tenant            VARCHAR,   -- NULL: unallocated
+    tenant_source     VARCHAR,   -- ledger | sample | namespace | none
+    mig_profile       VARCHAR,
+    model             VARCHAR,   -- as reported by NVML/DCGM
+    model_key         VARCHAR,   -- GPU catalog key; NULL: unknown model
+    cluster           VARCHAR,
+    namespace         VARCHAR,
+    job_id            VARCHAR,
+    samples           UINTEGER,
+    observed_s        DOUBLE,
+    busy_s            DOUBLE,
+    idle_s            DOUBLE,
+    idle_held_s       DOUBLE,    -- part of idle_s: idle with >= 1 GiB of memory held
+    gpu_util_mean     DOUBLE,
+    sm_active_mean    DOUBLE,
+    tensor_active_mean DOUBLE,
+    power_w_mean      DOUBLE,
+    energy_j          DOUBLE,
+    temp_max_c        DOUBLE,
+    fb_used_max_mib   DOUBLE,
+    xid_count         UINTEGER,
+    xid_last          BIGINT,
+    throttled_s       DOUBLE,
+    mfu_s             DOUBLE,    -- sum of MFU estimate x seconds
+    mfu_basis_s       DOUBLE,    -- seconds where the MFU estimate is known (idle = 0)
+    mfu_busy_basis_s  DOUBLE     -- busy seconds where the MFU estimate is known
+);
