@@ -15,19 +15,20 @@ from collections.abc import Callable
 
 from fleetlens.collectors.publish import Publisher
 from fleetlens.collectors.sim import FleetSim
+from fleetlens.collectors.source import Source
 
 from fleetlens.schema import encode_message
 
 log = logging.getLogger(__name__)
 
 
-def publish_tick(sim: FleetSim, publisher: Publisher, t: float, interval_s: float) -> int:
+def publish_tick(source: Source, publisher: Publisher, t: float, interval_s: float) -> int:
     """Publish one message per node for sample time t; returns the number of samples."""
     n = 0
-    for node in sim.nodes:
-        samples = sim.node_samples(node, t, interval_s)
-        publisher.publish(node.name, encode_message(samples, complete=True))
-        n += len(samples)
+    for node, samples in source.collect(t, interval_s):
+        if samples:
+            publisher.publish(node, encode_message(samples))
+            n += len(samples)
     return n
 
 
@@ -43,7 +44,7 @@ def backfill(sim: FleetSim, publisher: Publisher, start: float, end: float, inte
     return total
 
 
-def run_live(sim: FleetSim, publisher: Publisher, interval_s: float, once: bool = False,
+def run_live(source: Source, publisher: Publisher, interval_s: float, once: bool = False,
              stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -55,7 +56,7 @@ def run_live(sim: FleetSim, publisher: Publisher, interval_s: float, once: bool 
     while not stop.is_set():
         # Sample times are wall-clock seconds aligned to the interval grid.
         t = (time.time() // interval_s) * interval_s
-        total += publish_tick(sim, publisher, t, interval_s)
+        total += publish_tick(source, publisher, t, interval_s)
         if once:
             break
         k += 1

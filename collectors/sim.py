@@ -248,6 +248,13 @@ class FleetSim:
     def node_samples(self, node: Node, t: float, interval_s: float) -> list[dict]:
         return [self.sample(node, g, t, interval_s) for g in range(self.gpus_per_node)]
 
+    def collect(self, t: float, interval_s: float) -> list[tuple[str, list[dict]]]:
+        """The Source interface (collectors/source.py): every node's samples for tick t."""
+        return [(node.name, self.node_samples(node, t, interval_s)) for node in self.nodes]
+
+    def close(self) -> None:
+        pass
+
     def ticks(self, start: float, end: float, interval_s: float) -> Iterator[float]:
         """Sample times on the interval grid in [start, end)."""
         k = int(-(-start // interval_s))

@@ -66,22 +66,40 @@ def _parse_epoch(text: str, what: str) -> float:
     return dt.timestamp()
 
 
+def _source(cfg: Config, args: argparse.Namespace):
+    """The sample source named by --source (each imported only when asked for)."""
+    if args.source == "sim":
+        return _sim(cfg, args)
+    if args.source == "nvml":
+        from fleetlens.collectors.nvml import NvmlSource
+
+        return NvmlSource(node=cfg.agent.node or None, cluster=cfg.sim.cluster or None)
+    if args.source == "dcgm":
+        from fleetlens.collectors.dcgm import DcgmSource
+
+        if not args.dcgm_url:
+            raise UsageError("--source dcgm needs at least one --dcgm-url URL")
+        return DcgmSource(urls=args.dcgm_url, cluster=cfg.sim.cluster or None)
+    raise UsageError(f"unknown --source {args.source!r} (sim, nvml, dcgm)")
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     from fleetlens.collectors import agent
     from fleetlens.collectors.publish import KafkaPublisher, StdoutPublisher
 
     cfg = _config(args)
-    if args.source != "sim":
-        raise UsageError(f"--source {args.source!r} is not available yet (sim)")
     if not args.stdout and not (args.bootstrap or args.config):
         raise UsageError("give --bootstrap HOST:PORT (or a config file), or --stdout")
     interval = args.interval or cfg.agent.interval_s
     if interval <= 0:
         raise UsageError("--interval must be > 0")
-    sim = _sim(cfg, args)
+    source = _source(cfg, args)
     publisher = StdoutPublisher() if args.stdout else KafkaPublisher(cfg.kafka)
     try:
         if args.backfill_from or args.backfill_to:
+            if args.source != "sim":
+                raise UsageError("--backfill-from/--backfill-to work with --source sim only")
+            sim = source
             if not (args.backfill_from and args.backfill_to):
                 raise UsageError("--backfill-from and --backfill-to go together")
             start = _parse_epoch(args.backfill_from, "backfill-from")
@@ -99,9 +117,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
             print(f"agent: backfilled {n:,} samples from {len(sim.nodes)} nodes in "
                   f"{time.monotonic() - t0:.1f}s", file=sys.stderr)
         else:
-            agent.run_live(sim, publisher, interval, once=args.once)
+            agent.run_live(source, publisher, interval, once=args.once)
     finally:
         publisher.close()
+        source.close()
     return 0
 
 
@@ -206,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=9092)
 
     sp = add("agent", cmd_agent, "sample GPUs and publish schema-v1 messages")
-    sp.add_argument("--source", default="sim", help="sim (nvml, dcgm: see issues)")
+    sp.add_argument("--source", default="sim", choices=["sim", "nvml", "dcgm"],
+                    help="where samples come from")
+    sp.add_argument("--dcgm-url", action="append", metavar="URL",
+                    help="dcgm-exporter /metrics URL (repeatable; --source dcgm)")
     sp.add_argument("--interval", type=float, help="seconds between samples")
     sp.add_argument("--bootstrap", help="Kafka HOST:PORT")
     sp.add_argument("--topic", help="samples topic")

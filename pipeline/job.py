@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -76,6 +77,9 @@ class PipelineJob(ConsumerRebalanceListener):
         self.ledger_version, self.ledger = self.store.read_ledger()
         self.consumer = None
         self.dlq = None
+        # Called with the rollup rows of each flush, after they are durable (alerts, live
+        # metrics). An observer must not raise; one that does is logged and kept.
+        self.observers: list[Callable[[pl.DataFrame], None]] = []
 
     # -- rebalance ----------------------------------------------------------------------------
     def on_partitions_revoked(self, revoked) -> None:
@@ -183,6 +187,7 @@ class PipelineJob(ConsumerRebalanceListener):
         p_cfg = self.cfg.pipeline
         self.dlq.flush()  # dead letters up to here must be durable before the checkpoint
         commits = {}
+        written: list[pl.DataFrame] = []
         for p, part in self.parts.items():
             closed = part.take_closed(p_cfg.lateness_s, p_cfg.idle_close_s, flush_all)
             cp = part.checkpoint
@@ -192,6 +197,7 @@ class PipelineJob(ConsumerRebalanceListener):
                               self.cfg.definitions)
                 seq += 1
                 self.store.write_rollups(self.topic, p, seq, rows)
+                written.append(rows)
                 self.stats.rollup_rows += rows.height
                 self.stats.files_written += 1
                 unknown = rows.filter(pl.col("model_key").is_null())
@@ -209,3 +215,10 @@ class PipelineJob(ConsumerRebalanceListener):
                 commits[TopicPartition(self.topic, p)] = OffsetAndMetadata(commit, "", -1)
         if commits:
             self.consumer.commit(commits)
+        if written:
+            frame = pl.concat(written)
+            for observe in self.observers:
+                try:
+                    observe(frame)
+                except Exception:  # noqa: BLE001 - an observer must never stop ingestion
+                    log.exception("rollup observer %r failed", observe)
