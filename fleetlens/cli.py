@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from fleetlens.config import Config, ConfigError, load
 
@@ -129,10 +130,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from fleetlens.collectors.replay import replay
 
     cfg = _config(args)
-    try:
-        result = replay(args.file, KafkaPublisher(cfg.kafka))
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
+    if not Path(args.file).is_file():
+        raise UsageError(f"{args.file}: no such file")
+    result = replay(args.file, KafkaPublisher(cfg.kafka))
     print(f"replay: published {result.samples} samples in {result.messages} messages; "
           f"skipped {len(result.invalid)} invalid lines", file=sys.stderr)
     return 0
@@ -298,3 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `fleetlens agent --stdout | head`
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        # Kafka unreachable or refusing: one line, not a traceback; the cause is elsewhere.
+        if type(exc).__module__.startswith("kafka"):
+            print(f"fleetlens {args.command}: Kafka error: {exc}", file=sys.stderr)
+            return 1
+        raise
