@@ -50,6 +50,11 @@ class JobStats:
     rollup_rows: int = 0
     files_written: int = 0
     unknown_models: Counter = field(default_factory=Counter)  # model -> rollup rows
+    # Where the time goes (seconds, cumulative): fetch = inside poll(), decode = bytes ->
+    # frame, window = accept + close, rollup = rollup(), write = Parquet + checkpoint + commit.
+    seconds: Counter = field(default_factory=Counter)
+    flushes: int = 0
+    last_flush_at: float | None = None  # wall clock
 
     def summary(self) -> dict:
         return {
@@ -58,6 +63,7 @@ class JobStats:
             "dead_letter_reasons": dict(self.dead_letters), "late": self.late,
             "replayed_skipped": self.replayed_skipped, "rollup_rows": self.rollup_rows,
             "files_written": self.files_written, "unknown_models": dict(self.unknown_models),
+            "stage_seconds": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
         }
 
 
@@ -80,6 +86,9 @@ class PipelineJob(ConsumerRebalanceListener):
         # Called with the rollup rows of each flush, after they are durable (alerts, live
         # metrics). An observer must not raise; one that does is logged and kept.
         self.observers: list[Callable[[pl.DataFrame], None]] = []
+        # Called with the job after every flush, with or without new rows (health metrics,
+        # alert rules that fire on the absence of data).
+        self.flush_hooks: list[Callable[[PipelineJob], None]] = []
 
     # -- rebalance ----------------------------------------------------------------------------
     def on_partitions_revoked(self, revoked) -> None:
@@ -113,8 +122,11 @@ class PipelineJob(ConsumerRebalanceListener):
         last_flush = time.monotonic()
         try:
             while not self.stop_event.is_set():
+                t_poll = time.monotonic()
                 polled = self.consumer.poll(timeout_ms=500)
                 now = time.monotonic()
+                if polled:
+                    self.stats.seconds["fetch"] += now - t_poll
                 if polled:
                     self._process(polled)
                     last_data = now
@@ -144,7 +156,10 @@ class PipelineJob(ConsumerRebalanceListener):
         records = [Record(tp.partition, r.offset, r.key, r.value)
                    for tp in sorted(polled, key=lambda t: t.partition) for r in polled[tp]]
         self.stats.messages += len(records)
+        t0 = time.monotonic()
         frame, dead = decode(records)
+        t1 = time.monotonic()
+        self.stats.seconds["decode"] += t1 - t0
         self.stats.samples += frame.height
         for d in dead:
             part = self.parts.get(d.partition)
@@ -166,6 +181,7 @@ class PipelineJob(ConsumerRebalanceListener):
                     row["_partition"], row["_offset"], row["node"], encode_sample(row),
                     f"late: window {int(row['ts'] // 60 * 60)} of node {row['node']} "
                     "already closed"))
+        self.stats.seconds["window"] += time.monotonic() - t1
 
     def _dead_letter(self, d: DeadLetter) -> None:
         self.stats.dead_letters[_reason_class(d.reason)] += 1
@@ -189,12 +205,18 @@ class PipelineJob(ConsumerRebalanceListener):
         commits = {}
         written: list[pl.DataFrame] = []
         for p, part in self.parts.items():
+            t0 = time.monotonic()
             closed = part.take_closed(p_cfg.lateness_s, p_cfg.idle_close_s, flush_all)
+            t1 = time.monotonic()
+            self.stats.seconds["window"] += t1 - t0
             cp = part.checkpoint
             seq = cp.seq
             if closed.height:
                 rows = rollup(closed.drop("_partition", "_offset"), self.ledger,
                               self.cfg.definitions)
+                t2 = time.monotonic()
+                self.stats.seconds["rollup"] += t2 - t1
+                t1 = t2
                 seq += 1
                 self.store.write_rollups(self.topic, p, seq, rows)
                 written.append(rows)
@@ -213,8 +235,13 @@ class PipelineJob(ConsumerRebalanceListener):
                 part.checkpoint = new_cp
             if commit is not None:
                 commits[TopicPartition(self.topic, p)] = OffsetAndMetadata(commit, "", -1)
+            self.stats.seconds["write"] += time.monotonic() - t1
+        t0 = time.monotonic()
         if commits:
             self.consumer.commit(commits)
+        self.stats.seconds["write"] += time.monotonic() - t0
+        self.stats.flushes += 1
+        self.stats.last_flush_at = time.time()
         if written:
             frame = pl.concat(written)
             for observe in self.observers:
@@ -222,3 +249,8 @@ class PipelineJob(ConsumerRebalanceListener):
                     observe(frame)
                 except Exception:  # noqa: BLE001 - an observer must never stop ingestion
                     log.exception("rollup observer %r failed", observe)
+        for hook in self.flush_hooks:
+            try:
+                hook(self)
+            except Exception:  # noqa: BLE001 - same rule as observers
+                log.exception("flush hook %r failed", hook)
