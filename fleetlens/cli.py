@@ -191,7 +191,8 @@ def cmd_report_range(args: argparse.Namespace) -> int:
     cfg = _config(args)
     try:
         report = range_report(cfg.store.dir, parse_when(args.start, "from"),
-                              parse_when(args.end, "to"), args.tenant)
+                              parse_when(args.end, "to"), args.tenant,
+                              gpus_per_node=cfg.definitions.gpus_per_node)
     except ReportError as exc:
         raise UsageError(str(exc)) from None
     sys.stdout.write(render(report, args.format))

@@ -14,7 +14,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,27 @@ class Definitions:
     idle_gpu_util_max: float = 1.0
     idle_sm_active_max: float = 0.01
     idle_held_fb_mib: float = 1024.0
+    # Busy, but SMs mostly empty: busy-low-efficiency.
+    low_efficiency_sm_active: float = 0.15
+    # XIDs after which the GPU is down until reset: their samples count as unavailable.
+    # 48 DBE ECC, 62/64 internal/ECC-retirement failures, 74 NVLink, 79 fallen off the bus,
+    # 95 uncontained ECC, 119/120 GSP errors.
+    unavailable_xids: list[int] = field(default_factory=lambda: [48, 62, 64, 74, 79, 95,
+                                                                 119, 120])
+    # GPUs of a node with a whole-node ('*') allocation that never reported a sample.
+    gpus_per_node: int = 8
+
+
+@dataclass
+class TenancyConfig:
+    """How samples without a ledger allocation find their tenant (see pipeline/tenancy.py)."""
+
+    # Kubernetes namespace -> tenant. Namespaces not listed count as a tenant of their own
+    # name when namespace_fallback = "namespace", or as unallocated when "unallocated".
+    namespace_tenants: dict[str, str] = field(default_factory=dict)
+    namespace_fallback: str = "namespace"
+    # Slurm job id -> account (the tenant).
+    slurm_accounts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,14 +106,29 @@ class SimConfig:
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     definitions: Definitions = field(default_factory=Definitions)
+    tenancy: TenancyConfig = field(default_factory=TenancyConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     sim: SimConfig = field(default_factory=SimConfig)
 
 
-def _coerce(section: str, key: str, typ: type, value: Any, origin: str) -> Any:
+def _coerce(section: str, key: str, typ: Any, value: Any, origin: str) -> Any:
     where = f"{origin}: [{section}] {key}"
+    container = get_origin(typ)
+    if container is list:
+        (item,) = get_args(typ)
+        if isinstance(value, str):  # from the environment: comma-separated
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list")
+        return [_coerce(section, f"{key}[{i}]", item, v, origin) for i, v in enumerate(value)]
+    if container is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table")
+        _, item = get_args(typ)
+        return {str(k): _coerce(section, f"{key}.{k}", item, v, origin)
+                for k, v in value.items()}
     if isinstance(value, str) and typ is not str:
         try:
             value = {int: int, float: float}[typ](value) if typ in (int, float) else value
@@ -157,6 +193,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[definitions] idle_gpu_util_max must be within 0..100")
     if not 0 <= d.idle_sm_active_max <= 1:
         raise ConfigError("[definitions] idle_sm_active_max must be within 0..1")
+    if not 0 <= d.low_efficiency_sm_active <= 1:
+        raise ConfigError("[definitions] low_efficiency_sm_active must be within 0..1")
+    if cfg.tenancy.namespace_fallback not in ("namespace", "unallocated"):
+        raise ConfigError("[tenancy] namespace_fallback must be 'namespace' or 'unallocated'")
     if cfg.agent.interval_s <= 0:
         raise ConfigError("[agent] interval_s must be > 0")
     if cfg.sim.nodes < 1 or cfg.sim.gpus_per_node < 1 or cfg.sim.tenants < 1:

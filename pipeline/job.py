@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 from fleetlens.pipeline.decode import DeadLetter, Record, decode
-from fleetlens.pipeline.rollup import rollup
+from fleetlens.pipeline.rollup import rollup_with_state
 from fleetlens.pipeline.store import Checkpoint, Store
-from fleetlens.pipeline.windows import PartitionWindows
+from fleetlens.pipeline.windows import PartitionWindows, energy_state_to_rows
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
@@ -212,8 +212,9 @@ class PipelineJob(ConsumerRebalanceListener):
             cp = part.checkpoint
             seq = cp.seq
             if closed.height:
-                rows = rollup(closed.drop("_partition", "_offset"), self.ledger,
-                              self.cfg.definitions)
+                rows, part.energy_state = rollup_with_state(
+                    closed.drop("_partition", "_offset"), self.ledger, self.cfg.definitions,
+                    self.cfg.tenancy, part.energy_state)
                 t2 = time.monotonic()
                 self.stats.seconds["rollup"] += t2 - t1
                 t1 = t2
@@ -229,7 +230,8 @@ class PipelineJob(ConsumerRebalanceListener):
             consumed = (part.next_offset - 1) if part.next_offset is not None else -1
             new_cp = Checkpoint(seq=seq, commit_offset=commit,
                                 consumed_offset=max(consumed, cp.consumed_offset),
-                                closed=dict(part.closed))
+                                closed=dict(part.closed),
+                                energy=energy_state_to_rows(part.energy_state))
             if new_cp != cp:
                 self.store.write_checkpoint(self.topic, p, new_cp)
                 part.checkpoint = new_cp

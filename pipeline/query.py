@@ -25,6 +25,7 @@ def _literal(text: str) -> str:
 
 
 def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the views `rollups`, `allocations` and `workload_mfu`."""
     store = Store(store_dir)
     con = duckdb.connect(":memory:")
     if store.rollup_files():
@@ -32,6 +33,17 @@ def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
     else:
         sql = load_sql("rollups_empty")
     con.execute(sql)
+    versions = store.ledger_versions()
+    if versions:
+        con.execute(load_sql("allocations_view").replace("{{ledger_path}}",
+                                                          _literal(str(versions[-1]))))
+    else:
+        con.execute(load_sql("allocations_empty"))
+    if store.workload_files():
+        con.execute(load_sql("workload_view").replace("{{workload_glob}}",
+                                                      _literal(store.workload_glob())))
+    else:
+        con.execute(load_sql("workload_empty"))
     return con
 
 

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from fleetlens.pipeline.query import connect, query
 
 TENANT_COLUMNS = ["tenant", "gpu_hours_allocated", "gpu_hours_busy", "gpu_hours_idle",
-                  "gpu_hours_idle_held", "mfu_allocated", "mfu_busy", "energy_kwh"]
+                  "gpu_hours_idle_held", "gpu_hours_unavailable", "gpu_hours_low_efficiency",
+                  "mfu_allocated", "mfu_busy", "mfu_reported", "energy_kwh"]
 
 
 class ReportError(ValueError):
@@ -42,17 +43,22 @@ def _iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def range_report(store_dir: str, start: datetime, end: datetime,
-                 tenant: str | None = None) -> dict:
+def range_report(store_dir: str, start: datetime, end: datetime, tenant: str | None = None,
+                 gpus_per_node: int = 8) -> dict:
     if end <= start:
         raise ReportError("--to must be after --from")
     if end - start > timedelta(days=3660):
         raise ReportError("the range is longer than ten years")
     con = connect(store_dir)
     params = {"t_from": start.replace(tzinfo=None), "t_to": end.replace(tzinfo=None)}
-    tenants = query(con, "report_range_tenants", {**params, "tenant": tenant})
+    tenants = query(con, "report_range_tenants",
+                    {**params, "tenant": None, "gpus_per_node": gpus_per_node})
     fleet = query(con, "report_range_fleet", params)[0]
+    fleet["gpu_hours_unavailable"] = sum(t["gpu_hours_unavailable"] for t in tenants) + \
+        query(con, "report_range_unallocated_unavailable", params)[0]["gpu_hours"]
     fleet["unknown_models"] = query(con, "report_range_unknown_models", params)
+    if tenant is not None:
+        tenants = [t for t in tenants if t["tenant"] == tenant]
     return {"from": _iso(start), "to": _iso(end), "fleet": fleet, "tenants": tenants}
 
 
@@ -70,13 +76,16 @@ def render(report: dict, fmt: str) -> str:
     if fmt == "csv":
         out = io.StringIO()
         cols = ["scope", *TENANT_COLUMNS, "gpu_hours_observed", "gpu_hours_unallocated"]
+        cols.remove("gpu_hours_unavailable")
+        cols.append("gpu_hours_unavailable")
         w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         for row in report["tenants"]:
             w.writerow({"scope": "tenant", **row})
         fleet = report["fleet"]
         w.writerow({"scope": "fleet", "gpu_hours_observed": fleet["gpu_hours_observed"],
-                    "gpu_hours_unallocated": fleet["gpu_hours_unallocated"]})
+                    "gpu_hours_unallocated": fleet["gpu_hours_unallocated"],
+                    "gpu_hours_unavailable": fleet["gpu_hours_unavailable"]})
         return out.getvalue()
     if fmt == "table":
         return render_table(report)
@@ -84,10 +93,11 @@ def render(report: dict, fmt: str) -> str:
 
 
 def render_table(report: dict) -> str:
-    headers = ["tenant", "alloc h", "busy h", "idle h", "idle-held h", "MFU alloc",
-               "MFU busy", "energy kWh"]
-    rows = [[r["tenant"]] + [_fmt(r[c]) for c in TENANT_COLUMNS[1:5]]
-            + [_pct(r["mfu_allocated"]), _pct(r["mfu_busy"]), _fmt(r["energy_kwh"])]
+    headers = ["tenant", "alloc h", "busy h", "idle h", "idle-held h", "unavail h",
+               "low-eff h", "MFU alloc", "MFU busy", "MFU reported", "energy kWh"]
+    rows = [[r["tenant"]] + [_fmt(r[c]) for c in TENANT_COLUMNS[1:7]]
+            + [_pct(r["mfu_allocated"]), _pct(r["mfu_busy"]), _pct(r["mfu_reported"]),
+               _fmt(r["energy_kwh"])]
             for r in report["tenants"]]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
@@ -99,7 +109,8 @@ def render_table(report: dict) -> str:
            line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in rows] or ["(no tenant data in this range)"]
     out += ["", f"fleet: {_fmt(fleet['gpu_hours_observed'])} GPU-hours observed, "
-                f"{_fmt(fleet['gpu_hours_unallocated'])} unallocated"]
+                f"{_fmt(fleet['gpu_hours_unallocated'])} unallocated, "
+                f"{_fmt(fleet['gpu_hours_unavailable'])} unavailable"]
     for m in fleet.get("unknown_models", []):
         out.append(f"unknown GPU model (no MFU): {m['model']!r}, {m['gpus']} GPUs, "
                    f"{_fmt(m['gpu_hours_observed'])} GPU-hours")

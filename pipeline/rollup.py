@@ -1,18 +1,23 @@
 """Per-GPU, per-minute rollups: the numbers every report is built from.
 
-`rollup()` is a pure function of the samples of closed windows (plus the ledger, the catalog
-and the definitions): running it again over the same samples gives the same rows, which is
-what makes a replay after a crash harmless.
+`rollup()` is a pure function of the samples of closed windows (plus the ledger, the catalog,
+the config and the energy counters carried from earlier windows): running it again over the
+same samples gives the same rows, which is what makes a replay after a crash harmless.
 
 Definitions (defaults in config [definitions]; README "Definitions"):
 
-* a sample counts `interval_s` GPU-seconds, in the minute that contains its `ts`;
-* idle: gpu_util <= 1 and (sm_active null or <= 0.01); a sample with neither counter
-  measured cannot be called idle and counts as busy;
-* idle-held: idle and fb_used_mib >= 1024 (memory held, no compute); busy: not idle;
+* a sample stands for the GPU time [ts, ts + interval_s); a sample that crosses a minute
+  boundary or an allocation boundary is cut there, and each part counts its own seconds;
+* every second of a GPU is in exactly one bucket: unavailable (the sample carries an XID that
+  takes the GPU down), idle, or busy. Idle: gpu_util <= 1 and (sm_active null or <= 0.01);
+  a sample with neither counter measured counts as busy. Idle-held is part of idle (memory
+  >= 1 GiB held); busy-low-efficiency is part of busy (sm_active < 0.15);
 * MFU estimate: tensor_active x sm_clock_mhz / spec_clock_mhz, clamped to [0, 1]; null when
-  tensor_active is null or the model is not in the catalog; a null sm_clock (or a SKU
-  without a spec clock) uses 1.0 as the ratio. Idle samples count as MFU 0.
+  tensor_active is null, the model is not in the catalog, or the GPU is unavailable; a null
+  sm_clock (or a SKU without a spec clock) uses 1.0 as the ratio. Idle samples count as 0;
+* energy: the delta of the cumulative energy counter since the GPU's previous sample; where
+  the counter is absent, went backwards (driver reload, reset) or spans a gap longer than
+  twice the interval, power_w x seconds instead.
 
 Rollup rows keep three MFU sums so reports can divide correctly:
 `mfu_s` = sum of mfu x seconds, `mfu_basis_s` = seconds where MFU is known (idle seconds of
@@ -23,11 +28,12 @@ from __future__ import annotations
 
 import polars as pl
 from fleetlens.pipeline.catalog import lookup
-from fleetlens.pipeline.tenancy import attribute
+from fleetlens.pipeline.tenancy import attribute, split_at_allocations
 
-from fleetlens.config import Definitions
+from fleetlens.config import Definitions, TenancyConfig
 
 KEYS = ["minute", "node", "gpu", "uuid", "mig_instance", "tenant", "tenant_source"]
+GPU_KEY = ["uuid", "mig_instance"]
 
 ROLLUP_SCHEMA: dict[str, pl.DataType] = {
     "minute": pl.Datetime("us"),
@@ -36,13 +42,22 @@ ROLLUP_SCHEMA: dict[str, pl.DataType] = {
     "mig_profile": pl.String, "model": pl.String, "model_key": pl.String,
     "cluster": pl.String, "namespace": pl.String, "job_id": pl.String,
     "samples": pl.UInt32, "observed_s": pl.Float64, "busy_s": pl.Float64,
-    "idle_s": pl.Float64, "idle_held_s": pl.Float64,
+    "low_eff_s": pl.Float64, "idle_s": pl.Float64, "idle_held_s": pl.Float64,
+    "unavailable_s": pl.Float64,
     "gpu_util_mean": pl.Float64, "sm_active_mean": pl.Float64,
     "tensor_active_mean": pl.Float64, "power_w_mean": pl.Float64,
     "energy_j": pl.Float64, "temp_max_c": pl.Float64, "fb_used_max_mib": pl.Float64,
     "xid_count": pl.UInt32, "xid_last": pl.Int64, "throttled_s": pl.Float64,
     "mfu_s": pl.Float64, "mfu_basis_s": pl.Float64, "mfu_busy_basis_s": pl.Float64,
 }
+
+# The last energy counter reading of each GPU, carried from one flush to the next.
+ENERGY_STATE_SCHEMA = {"uuid": pl.String, "mig_instance": pl.Int64, "_prev_ts": pl.Float64,
+                       "_prev_energy": pl.Float64}
+
+
+def empty_energy_state() -> pl.DataFrame:
+    return pl.DataFrame(schema=ENERGY_STATE_SCHEMA)
 
 
 def _model_specs(models: list[str]) -> pl.DataFrame:
@@ -57,41 +72,101 @@ def _model_specs(models: list[str]) -> pl.DataFrame:
 
 
 def _time_weighted_mean(col: str) -> pl.Expr:
-    measured = pl.col(col).is_not_null()
-    weight = pl.when(measured).then(pl.col("interval_s")).otherwise(0.0)
+    weight = pl.when(pl.col(col).is_not_null()).then(pl.col("_secs")).otherwise(0.0)
     total = weight.sum()
     return pl.when(total > 0).then((pl.col(col) * weight).sum() / total).alias(f"{col}_mean")
 
 
 def classify(samples: pl.DataFrame, defs: Definitions) -> pl.DataFrame:
-    """Add per-sample `_idle`, `_held`, `_mfu` (and model_key) columns."""
+    """Add per-sample `_down`, `_idle`, `_held`, `_busy`, `_low`, `_mfu` (and model_key)."""
     specs = _model_specs(samples["model"].unique().to_list())
     s = samples.join(specs, on="model", how="left")
+    down = pl.col("xid").is_in(defs.unavailable_xids).fill_null(False)
     util_idle = pl.col("gpu_util").is_null() | (pl.col("gpu_util") <= defs.idle_gpu_util_max)
     sm_idle = pl.col("sm_active").is_null() | (pl.col("sm_active") <= defs.idle_sm_active_max)
     measured = pl.col("gpu_util").is_not_null() | pl.col("sm_active").is_not_null()
-    idle = util_idle & sm_idle & measured
+    idle = util_idle & sm_idle & measured & ~down
+    busy = ~idle & ~down
     clock_ratio = pl.when(pl.col("sm_clock_mhz").is_not_null()
                           & pl.col("spec_clock_mhz").is_not_null()) \
         .then(pl.col("sm_clock_mhz") / pl.col("spec_clock_mhz")).otherwise(1.0)
-    mfu = pl.when(pl.col("_known") & pl.col("tensor_active").is_not_null()) \
+    mfu = pl.when(pl.col("_known") & pl.col("tensor_active").is_not_null() & ~down) \
         .then((pl.col("tensor_active") * clock_ratio).clip(0.0, 1.0))
     return s.with_columns(
-        idle.alias("_idle"),
-        (idle & (pl.col("fb_used_mib") >= defs.idle_held_fb_mib).fill_null(False)).alias("_held"),
+        down.alias("_down"), idle.alias("_idle"), busy.alias("_busy"),
+        (idle & (pl.col("fb_used_mib") >= defs.idle_held_fb_mib).fill_null(False))
+        .alias("_held"),
+        (busy & (pl.col("sm_active") < defs.low_efficiency_sm_active).fill_null(False))
+        .alias("_low"),
         # Idle time counts as zero MFU on a catalogued GPU, whatever tensor_active says.
         pl.when(idle & pl.col("_known")).then(0.0).otherwise(mfu).alias("_mfu"),
     )
 
 
-def rollup(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions) -> pl.DataFrame:
+def sample_energy(s: pl.DataFrame, state: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Add `_energy` (joules for the whole sample) and return the updated counter state."""
+    s = s.sort([*GPU_KEY, "ts"])
+    s = s.join(state, on=GPU_KEY, how="left", nulls_equal=True)
+    counter = pl.col("energy_j")
+    prev_e = counter.shift(1).over(GPU_KEY)
+    prev_t = pl.col("ts").shift(1).over(GPU_KEY)
+    first = pl.int_range(pl.len()).over(GPU_KEY) == 0
+    s = s.with_columns(
+        pl.when(first).then(pl.col("_prev_energy")).otherwise(prev_e).alias("_pe"),
+        pl.when(first).then(pl.col("_prev_ts")).otherwise(prev_t).alias("_pt"))
+    delta = counter - pl.col("_pe")
+    usable = (counter.is_not_null() & pl.col("_pe").is_not_null() & (delta >= 0)
+              & (pl.col("ts") - pl.col("_pt") <= 2 * pl.col("interval_s")))
+    s = s.with_columns(
+        pl.when(usable).then(delta).otherwise(pl.col("power_w") * pl.col("interval_s"))
+        .alias("_energy")).drop("_prev_energy", "_prev_ts", "_pe", "_pt")
+    last = (s.filter(counter.is_not_null())
+            .group_by(GPU_KEY).agg(pl.col("ts").last().alias("_prev_ts"),
+                                   pl.col("energy_j").last().alias("_prev_energy")))
+    new_state = pl.concat([state.join(last.select(GPU_KEY), on=GPU_KEY, how="anti",
+                                      nulls_equal=True), last.select(state.columns)])
+    return s, new_state
+
+
+def split_into_pieces(s: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
+    """One row per part of a sample inside one minute and one allocation; `ts` becomes the
+    part's start, `_end` its end, `_frac` its share of the sample."""
+    start = pl.col("ts")
+    end = pl.col("ts") + pl.col("interval_s")
+    minute0 = (start // 60 * 60).cast(pl.Int64)
+    bounds = pl.int_ranges(minute0 + 60, (-(-end // 60) * 60).cast(pl.Int64), 60) \
+        .cast(pl.List(pl.Float64))
+    s = s.with_columns(bounds.alias("_b"), end.alias("_end"))
+    s = s.with_columns(pl.concat_list([start, pl.col("_b")]).alias("_starts"),
+                       pl.concat_list([pl.col("_b"), pl.col("_end")]).alias("_ends"))
+    pieces = s.drop("ts", "_end", "_b").explode(["_starts", "_ends"]) \
+        .rename({"_starts": "ts", "_ends": "_end"})
+    pieces = split_at_allocations(pieces, ledger)
+    return pieces.with_columns(
+        (pl.col("_end") - pl.col("ts")).alias("_secs"),
+        ((pl.col("_end") - pl.col("ts")) / pl.col("interval_s")).alias("_frac"))
+
+
+def rollup(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions,
+           tenancy: TenancyConfig | None = None,
+           energy_state: pl.DataFrame | None = None) -> pl.DataFrame:
     """Closed-window samples -> one row per (minute, GPU or MIG instance, tenant)."""
+    return rollup_with_state(samples, ledger, defs, tenancy, energy_state)[0]
+
+
+def rollup_with_state(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions,
+                      tenancy: TenancyConfig | None = None,
+                      energy_state: pl.DataFrame | None = None,
+                      ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Like rollup(), also returning the energy counter state to carry to the next flush."""
+    state = empty_energy_state() if energy_state is None else energy_state
     if samples.height == 0:
-        return pl.DataFrame(schema=ROLLUP_SCHEMA)
-    s = samples.unique(subset=["uuid", "mig_instance", "ts"], keep="first", maintain_order=True)
-    s = classify(attribute(s, ledger), defs)
-    sec = pl.col("interval_s")
-    busy = ~pl.col("_idle")
+        return pl.DataFrame(schema=ROLLUP_SCHEMA), state
+    s = samples.unique(subset=[*GPU_KEY, "ts"], keep="first", maintain_order=True)
+    s, state = sample_energy(s, state)
+    s = classify(split_into_pieces(s.with_columns(pl.col("ts").alias("_ts0")), ledger), defs)
+    s = attribute(s, ledger, tenancy)
+    sec = pl.col("_secs")
     s = s.with_columns(
         ((pl.col("ts") // 60) * 60 * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us"))
         .alias("minute"),
@@ -101,21 +176,27 @@ def rollup(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions) -> pl
         pl.col("mig_profile").first(), pl.col("model").first(), pl.col("model_key").first(),
         pl.col("cluster").drop_nulls().last(), pl.col("namespace").drop_nulls().last(),
         pl.col("job_id").drop_nulls().last(),
-        pl.len().cast(pl.UInt32).alias("samples"),
+        # Counted once, on the part where the sample starts (a cut sample has several parts).
+        (pl.col("ts") == pl.col("_ts0")).sum().cast(pl.UInt32).alias("samples"),
         sec.sum().alias("observed_s"),
-        sec.filter(busy).sum().alias("busy_s"),
+        sec.filter(pl.col("_busy")).sum().alias("busy_s"),
+        sec.filter(pl.col("_low")).sum().alias("low_eff_s"),
         sec.filter(pl.col("_idle")).sum().alias("idle_s"),
         sec.filter(pl.col("_held")).sum().alias("idle_held_s"),
+        sec.filter(pl.col("_down")).sum().alias("unavailable_s"),
         _time_weighted_mean("gpu_util"), _time_weighted_mean("sm_active"),
         _time_weighted_mean("tensor_active"), _time_weighted_mean("power_w"),
-        (pl.col("power_w") * sec).sum().alias("energy_j"),
+        (pl.col("_energy") * pl.col("_frac")).sum().alias("energy_j"),
         pl.col("temp_c").max().alias("temp_max_c"),
         pl.col("fb_used_mib").max().alias("fb_used_max_mib"),
-        pl.col("xid").is_not_null().sum().cast(pl.UInt32).alias("xid_count"),
+        (pl.col("xid").is_not_null() & (pl.col("ts") == pl.col("_ts0"))).sum()
+        .cast(pl.UInt32).alias("xid_count"),
         pl.col("xid").drop_nulls().last().alias("xid_last"),
         sec.filter(pl.col("throttle").fill_null(0) > 0).sum().alias("throttled_s"),
         (pl.col("_mfu") * sec).sum().alias("mfu_s"),
         sec.filter(pl.col("_mfu").is_not_null()).sum().alias("mfu_basis_s"),
-        sec.filter(pl.col("_mfu").is_not_null() & busy).sum().alias("mfu_busy_basis_s"),
+        sec.filter(pl.col("_mfu").is_not_null() & pl.col("_busy")).sum()
+        .alias("mfu_busy_basis_s"),
     )
-    return out.select([pl.col(c).cast(t) for c, t in ROLLUP_SCHEMA.items()]).sort(KEYS[:5])
+    rows = out.select([pl.col(c).cast(t) for c, t in ROLLUP_SCHEMA.items()]).sort(KEYS[:5])
+    return rows, state

@@ -36,6 +36,9 @@ class Checkpoint:
     commit_offset: int | None = None  # resume here (None: from the beginning)
     consumed_offset: int = -1  # highest offset whose effects are durable or dead-lettered
     closed: dict[str, int] = field(default_factory=dict)  # node -> last closed minute (epoch s)
+    # Last energy counter reading per GPU: [uuid, mig_instance, ts, energy_j], so that the
+    # first sample after a restart gets the same counter delta as in an uninterrupted run.
+    energy: list[list] = field(default_factory=list)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -89,6 +92,16 @@ class Store:
         path = self.rollup_dir() / _safe(topic) / f"p{partition:04d}" / f"{seq:012d}.parquet"
         atomic_write_parquet(path, frame)
         return path
+
+    # -- workload-reported MFU ---------------------------------------------------------------
+    def workload_dir(self) -> Path:
+        return self.root / "workload"
+
+    def workload_glob(self) -> str:
+        return str(self.workload_dir() / "**" / "*.parquet")
+
+    def workload_files(self) -> list[Path]:
+        return sorted(self.workload_dir().glob("**/[0-9]*.parquet"))
 
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self, topic: str, partition: int) -> Path:

@@ -1,8 +1,11 @@
 """Who a GPU-second belongs to: the allocation ledger and the precedence rule.
 
-A sample belongs to the tenant whose ledger allocation covers its `ts` (matching node, and GPU
-index or '*' for the whole node; start inclusive, end exclusive). Without one, to the sample's
-own `tenant` field, else its Kubernetes `namespace`, else it is unallocated.
+A sample stands for the GPU time [ts, ts + interval_s). It belongs to the tenant whose ledger
+allocation covers it (matching node, and GPU index or '*' for the whole node; start inclusive,
+end exclusive); a sample that an allocation starts or ends inside is cut at that instant, so
+each part goes to its own tenant. Without an allocation: the sample's own `tenant` field, else
+its Kubernetes `namespace` (mapped through config), else its Slurm job's account, else it is
+unallocated.
 
 The ledger is loaded from CSV (`tenant,node,gpu,start,end`, RFC 3339 times) and validated as a
 whole: two allocations that overlap on the same GPU are rejected with both rows named, because
@@ -17,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+
+from fleetlens.config import TenancyConfig
 
 LEDGER_SCHEMA = {"tenant": pl.String, "node": pl.String, "gpu": pl.Int64,
                  "start_ts": pl.Float64, "end_ts": pl.Float64}
@@ -129,8 +134,52 @@ def _ledger_match(keys: pl.DataFrame, allocs: pl.DataFrame, by: list[str]) -> pl
         pl.when(pl.col("ts") < pl.col("end_ts")).then(pl.col("tenant")).alias("tenant"))
 
 
-def attribute(samples: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
-    """Add `tenant_resolved` and `tenant_source` (ledger | sample | namespace | none)."""
+def _boundaries(ledger: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """Every allocation start and end, as cut points (by node, or by node and GPU)."""
+    edges = pl.concat([ledger.select(*by, pl.col("start_ts").alias("_cut")),
+                       ledger.select(*by, pl.col("end_ts").alias("_cut"))])
+    return edges.unique().sort("_cut")
+
+
+def _next_cut(pieces: pl.DataFrame, cuts: pl.DataFrame, by: list[str]) -> pl.Series:
+    if cuts.height == 0:
+        return pl.Series("_cut", [None] * pieces.height, dtype=pl.Float64)
+    return pieces.join_asof(cuts, left_on="ts", right_on="_cut", by=by, strategy="forward",
+                            allow_exact_matches=False, check_sortedness=False)["_cut"]
+
+
+def split_at_allocations(pieces: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
+    """Cut each piece [ts, _end) where an allocation starts or ends inside it, so that every
+    piece lies within one allocation (or none) and a minute shared by two tenants is split
+    exactly."""
+    if ledger.height == 0 or pieces.height == 0:
+        return pieces
+    node_cuts = _boundaries(ledger.filter(pl.col("gpu").is_null()).drop("gpu"), ["node"])
+    gpu_cuts = _boundaries(ledger.filter(pl.col("gpu").is_not_null()), ["node", "gpu"])
+    done: list[pl.DataFrame] = []
+    todo = pieces.sort("ts")
+    while todo.height:
+        cut = pl.min_horizontal(_next_cut(todo, node_cuts, ["node"]),
+                                _next_cut(todo, gpu_cuts, ["node", "gpu"]))
+        todo = todo.with_columns(cut.alias("_cut"))
+        inside = pl.col("_cut").is_not_null() & (pl.col("_cut") < pl.col("_end"))
+        done.append(todo.filter(~inside).drop("_cut"))
+        split = todo.filter(inside)
+        done.append(split.with_columns(pl.col("_cut").alias("_end")).drop("_cut"))
+        todo = split.with_columns(pl.col("_cut").alias("ts")).drop("_cut").sort("ts")
+    return pl.concat(done, how="vertical_relaxed")
+
+
+def attribute(samples: pl.DataFrame, ledger: pl.DataFrame,
+              tenancy: TenancyConfig | None = None) -> pl.DataFrame:
+    """Add `tenant_resolved` and `tenant_source` (ledger | sample | namespace | slurm | none),
+    judged at each row's `ts`.
+
+    Precedence: allocation ledger > the sample's `tenant` > Kubernetes namespace (through
+    [tenancy] namespace_tenants; unlisted namespaces per namespace_fallback) > Slurm job id
+    (through [tenancy] slurm_accounts) > unallocated.
+    """
+    tenancy = tenancy or TenancyConfig()
     s = samples.with_row_index("_row")
     keys = s.select("_row", "node", "gpu", "ts")
     whole = _ledger_match(keys, ledger.filter(pl.col("gpu").is_null()).drop("gpu"), ["node"])
@@ -140,10 +189,18 @@ def attribute(samples: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
         .join(per_gpu.rename({"tenant": "_t_gpu"}), on="_row")
         .select("_row", pl.coalesce("_t_gpu", "_t_node").alias("_t_ledger")))
     s = s.join(ledger_tenant, on="_row", how="left").sort("_row")
+    ns = pl.col("namespace")
+    mapped = ns.replace_strict(tenancy.namespace_tenants, default=None, return_dtype=pl.String)
+    if tenancy.namespace_fallback == "namespace":
+        mapped = pl.coalesce(mapped, ns)
+    slurm = pl.col("job_id").replace_strict(tenancy.slurm_accounts, default=None,
+                                            return_dtype=pl.String)
+    s = s.with_columns(mapped.alias("_t_ns"), slurm.alias("_t_slurm"))
     return s.with_columns(
-        pl.coalesce("_t_ledger", "tenant", "namespace").alias("tenant_resolved"),
+        pl.coalesce("_t_ledger", "tenant", "_t_ns", "_t_slurm").alias("tenant_resolved"),
         pl.when(pl.col("_t_ledger").is_not_null()).then(pl.lit("ledger"))
         .when(pl.col("tenant").is_not_null()).then(pl.lit("sample"))
-        .when(pl.col("namespace").is_not_null()).then(pl.lit("namespace"))
+        .when(pl.col("_t_ns").is_not_null()).then(pl.lit("namespace"))
+        .when(pl.col("_t_slurm").is_not_null()).then(pl.lit("slurm"))
         .otherwise(pl.lit("none")).alias("tenant_source"),
-    ).drop("_row", "_t_ledger")
+    ).drop("_row", "_t_ledger", "_t_ns", "_t_slurm")

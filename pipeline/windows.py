@@ -18,7 +18,16 @@ from __future__ import annotations
 import time
 
 import polars as pl
+from fleetlens.pipeline.rollup import ENERGY_STATE_SCHEMA
 from fleetlens.pipeline.store import Checkpoint
+
+
+def energy_state_from_rows(rows: list[list]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=ENERGY_STATE_SCHEMA, orient="row")
+
+
+def energy_state_to_rows(state: pl.DataFrame) -> list[list]:
+    return [list(r) for r in state.sort("uuid", "mig_instance", nulls_last=True).iter_rows()]
 
 
 class PartitionWindows:
@@ -26,6 +35,7 @@ class PartitionWindows:
         self.partition = partition
         self.checkpoint = checkpoint
         self.closed: dict[str, int] = dict(checkpoint.closed)
+        self.energy_state = energy_state_from_rows(checkpoint.energy)
         self.pending: list[pl.DataFrame] = []
         self.pending_rows = 0
         self.next_offset: int | None = checkpoint.commit_offset

@@ -1,17 +1,79 @@
 -- Per-tenant figures for [$t_from, $t_to), optionally one tenant ($tenant NULL = all).
--- MFU ratios divide by the seconds where the estimate is known (see pipeline/rollup.py).
+--
+-- Every allocated GPU-second is in exactly one of busy, idle or unavailable:
+--   allocated = busy + idle + unavailable, where unavailable = seconds of samples carrying a
+--   GPU-down XID + ledger-allocated seconds for which no sample arrived (per GPU).
+-- idle_held is part of idle, low_efficiency part of busy. MFU ratios divide by the seconds
+-- where the estimate is known (see pipeline/rollup.py). mfu_reported comes from workload
+-- reports (NULL when no workload published any).
+WITH observed AS (
+    SELECT tenant,
+           sum(observed_s) AS observed_s, sum(busy_s) AS busy_s, sum(low_eff_s) AS low_eff_s,
+           sum(idle_s) AS idle_s, sum(idle_held_s) AS idle_held_s,
+           sum(unavailable_s) AS unavailable_s, sum(mfu_s) AS mfu_s,
+           sum(mfu_basis_s) AS mfu_basis_s, sum(mfu_busy_basis_s) AS mfu_busy_basis_s,
+           sum(energy_j) AS energy_j
+    FROM rollups
+    WHERE minute >= $t_from AND minute < $t_to AND tenant IS NOT NULL
+    GROUP BY tenant
+),
+-- GPUs of each node: those that ever reported; whole-node allocations cover all of them.
+node_gpus AS (SELECT DISTINCT node, gpu FROM rollups WHERE mig_instance IS NULL),
+ledger_gpu_seconds AS (
+    SELECT a.tenant, a.node, coalesce(a.gpu, g.gpu) AS gpu,
+           greatest(0, least(a.end_ts, epoch($t_to)) - greatest(a.start_ts, epoch($t_from)))
+               AS allocated_s
+    FROM allocations a
+    LEFT JOIN node_gpus g ON a.gpu IS NULL AND g.node = a.node
+    WHERE a.end_ts > epoch($t_from) AND a.start_ts < epoch($t_to)
+),
+-- Whole-node allocations on nodes that never reported count gpus_per_node GPUs.
+unseen_nodes AS (
+    SELECT a.tenant,
+           $gpus_per_node * greatest(0, least(a.end_ts, epoch($t_to))
+                                        - greatest(a.start_ts, epoch($t_from))) AS missing_s
+    FROM allocations a
+    WHERE a.gpu IS NULL AND a.end_ts > epoch($t_from) AND a.start_ts < epoch($t_to)
+      AND a.node NOT IN (SELECT node FROM node_gpus)
+),
+ledger_observed AS (
+    SELECT tenant, node, gpu, sum(observed_s) AS observed_s
+    FROM rollups
+    WHERE minute >= $t_from AND minute < $t_to AND tenant_source = 'ledger'
+      AND mig_instance IS NULL
+    GROUP BY tenant, node, gpu
+),
+missing AS (
+    SELECT l.tenant, sum(greatest(0, l.allocated_s - coalesce(o.observed_s, 0))) AS missing_s
+    FROM (SELECT tenant, node, gpu, sum(allocated_s) AS allocated_s
+          FROM ledger_gpu_seconds WHERE gpu IS NOT NULL GROUP BY tenant, node, gpu) l
+    LEFT JOIN ledger_observed o USING (tenant, node, gpu)
+    GROUP BY l.tenant
+    UNION ALL
+    SELECT tenant, missing_s FROM unseen_nodes
+),
+missing_by_tenant AS (SELECT tenant, sum(missing_s) AS missing_s FROM missing GROUP BY tenant),
+reported AS (
+    SELECT tenant, sum(mfu_x_gpu_s) / nullif(sum(gpu_s), 0) AS mfu_reported
+    FROM workload_mfu
+    WHERE minute >= $t_from AND minute < $t_to
+    GROUP BY tenant
+)
 SELECT
-    tenant,
-    sum(observed_s) / 3600.0                          AS gpu_hours_allocated,
-    sum(busy_s) / 3600.0                              AS gpu_hours_busy,
-    sum(idle_s) / 3600.0                              AS gpu_hours_idle,
-    sum(idle_held_s) / 3600.0                         AS gpu_hours_idle_held,
-    sum(mfu_s) / nullif(sum(mfu_basis_s), 0)          AS mfu_allocated,
-    sum(mfu_s) / nullif(sum(mfu_busy_basis_s), 0)     AS mfu_busy,
-    sum(energy_j) / 3.6e6                             AS energy_kwh
-FROM rollups
-WHERE minute >= $t_from AND minute < $t_to
-  AND tenant IS NOT NULL
-  AND ($tenant IS NULL OR tenant = $tenant)
-GROUP BY tenant
-ORDER BY tenant;
+    t.tenant,
+    (coalesce(o.observed_s, 0) + coalesce(m.missing_s, 0)) / 3600.0  AS gpu_hours_allocated,
+    coalesce(o.busy_s, 0) / 3600.0                                     AS gpu_hours_busy,
+    coalesce(o.idle_s, 0) / 3600.0                                     AS gpu_hours_idle,
+    coalesce(o.idle_held_s, 0) / 3600.0                                AS gpu_hours_idle_held,
+    (coalesce(o.unavailable_s, 0) + coalesce(m.missing_s, 0)) / 3600.0 AS gpu_hours_unavailable,
+    coalesce(o.low_eff_s, 0) / 3600.0                                  AS gpu_hours_low_efficiency,
+    o.mfu_s / nullif(o.mfu_basis_s, 0)                                 AS mfu_allocated,
+    o.mfu_s / nullif(o.mfu_busy_basis_s, 0)                            AS mfu_busy,
+    r.mfu_reported                                                     AS mfu_reported,
+    coalesce(o.energy_j, 0) / 3.6e6                                    AS energy_kwh
+FROM (SELECT tenant FROM observed UNION SELECT tenant FROM missing_by_tenant) t
+LEFT JOIN observed o USING (tenant)
+LEFT JOIN missing_by_tenant m USING (tenant)
+LEFT JOIN reported r USING (tenant)
+WHERE $tenant IS NULL OR t.tenant = $tenant
+ORDER BY t.tenant;

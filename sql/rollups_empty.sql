@@ -1,5 +1,7 @@
 -- The rollup table's schema, used when the store holds no rollup file yet.
--- One row per (minute, GPU or MIG instance, tenant); written by pipeline/rollup.py.
+-- One row per (minute, GPU or MIG instance, tenant) and flush, written by pipeline/rollup.py.
+-- A sample that crosses into the next minute may give that minute a second row from another
+-- flush: always aggregate with sum(). observed_s = busy_s + idle_s + unavailable_s.
 -- Seconds are GPU-seconds; minute is the UTC minute (naive timestamp, UTC by convention).
 CREATE OR REPLACE TABLE rollups (
     minute            TIMESTAMP,
@@ -18,8 +20,10 @@ CREATE OR REPLACE TABLE rollups (
     samples           UINTEGER,
     observed_s        DOUBLE,
     busy_s            DOUBLE,
+    low_eff_s         DOUBLE,    -- part of busy_s: busy with sm_active below the threshold
     idle_s            DOUBLE,
     idle_held_s       DOUBLE,    -- part of idle_s: idle with >= 1 GiB of memory held
+    unavailable_s     DOUBLE,    -- seconds of samples carrying a GPU-down XID
     gpu_util_mean     DOUBLE,
     sm_active_mean    DOUBLE,
     tensor_active_mean DOUBLE,

@@ -27,20 +27,23 @@ FROM, TO = "2026-11-16T00:00:00Z", "2026-11-16T01:00:00Z"
 #  +60  util 95, tensor .4, 1464 MHz      util 50, tensor .2, clock null    util 0 idle, no tenant
 #  +90  util 100, tensor null             util 2, tensor 1.0, 2196 MHz      util 10 busy, no tenant
 #
-# Ledger: alpha owns a0 for [0, 60); beta owns all of node-a for [60, 120).
+# Ledger: alpha owns a0 for [0, 60); beta owns all of node-a for [60, 120); epsilon owns
+# node-c GPU 0 for [0, 120), but node-c never reports: 120 s allocated and unavailable.
 # a1 carries namespace=gamma throughout: it counts for gamma only where no ledger row covers it.
 # The a0 +0 line is delivered twice (deduplicated); one line is malformed (skipped by replay).
 H = 3600.0
 EXPECTED = {
     "alpha": dict(
         gpu_hours_allocated=60 / H, gpu_hours_busy=30 / H, gpu_hours_idle=30 / H,
-        gpu_hours_idle_held=30 / H,
+        gpu_hours_idle_held=30 / H, gpu_hours_unavailable=0.0, gpu_hours_low_efficiency=0.0,
+        mfu_reported=None,
         mfu_allocated=(0.5 * 30) / 60,  # busy 0.5 for 30 s, idle counts as 0
         mfu_busy=0.5,
         energy_kwh=(600 * 30 + 100 * 30) / 3.6e6),
     "beta": dict(
         gpu_hours_allocated=120 / H, gpu_hours_busy=120 / H, gpu_hours_idle=0.0,
-        gpu_hours_idle_held=0.0,
+        gpu_hours_idle_held=0.0, gpu_hours_unavailable=0.0, mfu_reported=None,
+        gpu_hours_low_efficiency=30 / H,  # a1+90 is busy (util 2) with sm_active .02 < .15
         # a0+60: .4 x 1464/1830 = .32; a0+90: tensor null -> unknown, left out of the basis;
         # a1+60: .2 x 1.0 (no clock); a1+90: 1.0 x 2196/1830 = 1.2, clamped to 1.0.
         mfu_allocated=(0.32 + 0.2 + 1.0) * 30 / 90,
@@ -48,16 +51,23 @@ EXPECTED = {
         energy_kwh=(650 + 700 + 300 + 310) * 30 / 3.6e6),
     "delta": dict(
         gpu_hours_allocated=60 / H, gpu_hours_busy=30 / H, gpu_hours_idle=30 / H,
-        gpu_hours_idle_held=0.0,
+        gpu_hours_idle_held=0.0, gpu_hours_unavailable=0.0, gpu_hours_low_efficiency=0.0,
+        mfu_reported=None,
         mfu_allocated=None, mfu_busy=None,  # unknown model: never a guessed peak
         energy_kwh=(400 + 50) * 30 / 3.6e6),
     "gamma": dict(
         gpu_hours_allocated=60 / H, gpu_hours_busy=0.0, gpu_hours_idle=60 / H,
-        gpu_hours_idle_held=30 / H,
+        gpu_hours_idle_held=30 / H, gpu_hours_unavailable=0.0, gpu_hours_low_efficiency=0.0,
+        mfu_reported=None,
         mfu_allocated=0.0, mfu_busy=None,  # all idle: zero, and no busy time to divide by
         energy_kwh=(80 + 90) * 30 / 3.6e6),
+    "epsilon": dict(
+        gpu_hours_allocated=120 / H, gpu_hours_busy=0.0, gpu_hours_idle=0.0,
+        gpu_hours_idle_held=0.0, gpu_hours_unavailable=120 / H, gpu_hours_low_efficiency=0.0,
+        mfu_allocated=None, mfu_busy=None, mfu_reported=None, energy_kwh=0.0),
 }
-EXPECTED_FLEET = {"gpu_hours_observed": 12 * 30 / H, "gpu_hours_unallocated": 60 / H}
+EXPECTED_FLEET = {"gpu_hours_observed": 12 * 30 / H, "gpu_hours_unallocated": 60 / H,
+                  "gpu_hours_unavailable": 120 / H}
 
 
 def assert_report_matches(report: dict) -> None:

@@ -8,12 +8,12 @@ import polars as pl
 import pytest
 from fleetlens.pipeline import catalog
 from fleetlens.pipeline.decode import Record, decode
-from fleetlens.pipeline.rollup import rollup
+from fleetlens.pipeline.rollup import rollup, rollup_with_state
 from fleetlens.pipeline.store import Checkpoint
 from fleetlens.pipeline.tenancy import LedgerError, attribute, ledger_frame, read_ledger_csv
 from fleetlens.pipeline.windows import PartitionWindows
 
-from fleetlens.config import Definitions
+from fleetlens.config import Definitions, TenancyConfig
 
 T0 = 1794787200.0  # 2026-11-16T00:00:00Z
 
@@ -82,18 +82,29 @@ def test_adjacent_allocations_do_not_overlap_and_precedence_holds(tmp_path):
         tmp_path, "a,n1,0,2026-11-16T00:00:00Z,2026-11-16T00:01:00Z\n"
                   "b,n1,*,2026-11-16T00:01:00Z,2026-11-16T00:02:00Z\n"))
     samples = pl.DataFrame({
-        "node": ["n1", "n1", "n1", "n1", "n2"], "gpu": [0, 1, 0, 0, 0],
-        "ts": [T0 + 59.9, T0 + 30, T0 + 60, T0 + 120, T0],
-        "tenant": [None, "self", "self", "self", None],
-        "namespace": ["ns", "ns", None, "ns", "ns"]})
-    out = attribute(samples, ledger_frame(rows))
+        "node": ["n1", "n1", "n1", "n1", "n2", "n2", "n2", "n2"],
+        "gpu": [0, 1, 0, 0, 0, 1, 2, 3],
+        "ts": [T0 + 59.9, T0 + 30, T0 + 60, T0 + 120, T0, T0, T0, T0],
+        "tenant": [None, "self", "self", "self", None, None, None, None],
+        "namespace": ["ns", "ns", None, "ns", "ns", "prod-a", "kube-system", None],
+        "job_id": [None, None, None, None, "77", None, None, "77"]})
+    tenancy = TenancyConfig(namespace_tenants={"prod-a": "team-a"},
+                            slurm_accounts={"77": "physics"})
+    out = attribute(samples, ledger_frame(rows), tenancy)
     assert out.select("tenant_resolved", "tenant_source").rows() == [
         ("a", "ledger"),  # ledger beats everything, start inclusive
         ("self", "sample"),  # gpu 1 has no row before +60: the sample's own tenant
         ("b", "ledger"),  # '*' covers every GPU of the node
         ("self", "sample"),  # end is exclusive
-        ("ns", "namespace"),
+        ("ns", "namespace"),  # an unmapped namespace stands for itself (the default) ...
+        ("team-a", "namespace"),  # ... a mapped one for its tenant
+        ("kube-system", "namespace"),
+        ("physics", "slurm"),  # Slurm job -> account, below the namespace in precedence
     ]
+    strict = TenancyConfig(namespace_tenants={"prod-a": "team-a"},
+                           namespace_fallback="unallocated")
+    out = attribute(samples, ledger_frame(rows), strict)
+    assert out["tenant_resolved"].to_list()[4:] == [None, "team-a", None, None]
 
 
 # -- windows --------------------------------------------------------------------------------
@@ -143,7 +154,7 @@ def samples(rows):
 def test_rollup_minute_figures_by_hand():
     df = samples([
         {"ts": T0, "gpu_util": 100.0, "tensor_active": 0.6, "sm_clock_mhz": 915.0,
-         "power_w": 500.0, "xid": 79},
+         "power_w": 500.0, "xid": 13},
         {"ts": T0 + 30, "gpu_util": 0.0, "sm_active": 0.0, "fb_used_mib": 2000.0,
          "power_w": 100.0, "throttle": 64},
         {"ts": T0 + 30, "gpu_util": 0.0, "sm_active": 0.0, "fb_used_mib": 2000.0,
@@ -159,9 +170,48 @@ def test_rollup_minute_figures_by_hand():
     assert (r["mfu_basis_s"], r["mfu_busy_basis_s"]) == (60.0, 30.0)
     assert r["energy_j"] == 500 * 30 + 100 * 30
     assert r["gpu_util_mean"] == 50.0 and r["power_w_mean"] == 300.0
-    assert (r["xid_count"], r["xid_last"], r["throttled_s"]) == (1, 79, 30.0)
+    assert (r["xid_count"], r["xid_last"], r["throttled_s"]) == (1, 13, 30.0)
+    assert (r["unavailable_s"], r["low_eff_s"]) == (0.0, 0.0)
     assert r["tenant"] is None and r["tenant_source"] == "none"
     assert r["model_key"] == "h100_sxm5_80gb"
+
+
+def test_gpu_down_xid_low_efficiency_and_the_buckets_add_up():
+    df = samples([
+        {"ts": T0, "gpu_util": 100.0, "sm_active": 0.1, "tensor_active": 0.05},  # low-eff
+        {"ts": T0 + 30, "gpu_util": 100.0, "sm_active": 0.9, "xid": 79},  # fell off the bus
+    ])
+    r = rollup(df, ledger_frame([]), Definitions()).to_dicts()[0]
+    assert (r["busy_s"], r["low_eff_s"], r["unavailable_s"], r["idle_s"]) == (30, 30, 30, 0)
+    assert r["observed_s"] == r["busy_s"] + r["idle_s"] + r["unavailable_s"]
+    assert r["mfu_basis_s"] == 30.0  # the down sample has no MFU
+
+
+def test_energy_from_counter_deltas_with_reset_and_fallback():
+    df = samples([
+        {"ts": T0, "energy_j": 1000.0, "power_w": 300.0},  # no previous reading: power x time
+        {"ts": T0 + 30, "energy_j": 10000.0, "power_w": 300.0},  # delta 9000
+        {"ts": T0 + 60, "energy_j": 500.0, "power_w": 200.0},  # reset: power x time = 6000
+        {"ts": T0 + 90, "energy_j": 4500.0, "power_w": 200.0},  # delta 4000
+    ])
+    rows, state = rollup_with_state(df, ledger_frame([]), Definitions())
+    assert rows["energy_j"].to_list() == [300 * 30 + 9000, 200 * 30 + 4000]
+    assert state.rows() == [("GPU-1", None, T0 + 90, 4500.0)]
+    # The carried state gives the next flush's first sample its delta.
+    nxt = samples([{"ts": T0 + 120, "energy_j": 5100.0, "power_w": 1.0}])
+    rows, _ = rollup_with_state(nxt, ledger_frame([]), Definitions(), energy_state=state)
+    assert rows["energy_j"].to_list() == [600.0]
+
+
+def test_samples_are_cut_at_minute_and_allocation_boundaries(tmp_path):
+    ledger = ledger_frame(read_ledger_csv(write_ledger(
+        tmp_path, "a,n1,0,2026-11-16T00:00:00Z,2026-11-16T00:00:50Z\n")))
+    # 40 s at T0+30: 20 s in allocation a, then 10 s unallocated, then 10 s in minute 2.
+    df = samples([{"ts": T0 + 30, "interval_s": 40.0, "gpu_util": 50.0, "power_w": 400.0}])
+    rows = rollup(df, ledger, Definitions()).sort("minute", "tenant", nulls_last=True)
+    got = rows.select("tenant", "observed_s", "samples", "energy_j").rows()
+    assert got == [("a", 20.0, 1, 8000.0), (None, 10.0, 0, 4000.0), (None, 10.0, 0, 4000.0)]
+    assert rows["minute"].dt.epoch("s").to_list() == [T0, T0, T0 + 60]
 
 
 def test_thresholds_come_from_config():
