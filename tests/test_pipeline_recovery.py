@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -101,45 +102,80 @@ def _rollups(store: Path) -> list[tuple]:
     return [tuple(round(v, 9) if isinstance(v, float) else v for v in row) for row in rows]
 
 
-def test_killed_pipeline_restarts_to_the_same_rollups(broker, topic, tmp_path):
-    span = ["--backfill-from", "2026-11-16T00:00:00Z", "--backfill-to", "2026-11-16T12:00:00Z"]
-    sim = ["--nodes", "4", "--tenants", "4", "--seed", "7"]
-    run_cli("agent", "--source", "sim", "--bootstrap", broker.bootstrap, "--topic", topic,
-            "--interval", "60", *span, *sim)
-    messages = 4 * 12 * 60  # 4 nodes, one message per node per minute
-    ledger = tmp_path / "ledger.csv"
-    run_cli("sim", "ledger", "--from", span[1], "--to", span[3], "--out", str(ledger), *sim)
+SPAN = ["--backfill-from", "2026-11-16T00:00:00Z", "--backfill-to", "2026-11-16T12:00:00Z"]
+SIM = ["--nodes", "4", "--tenants", "4", "--seed", "7"]
+MESSAGES = 4 * 12 * 60  # 4 nodes, one message per node per minute
 
-    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
-    for store in (reference, crashed):
-        run_cli("allocations", "load", str(ledger), "--store", str(store))
+
+@pytest.fixture(scope="module")
+def backfilled(broker, tmp_path_factory):
+    """Twelve simulated hours of 4 nodes in a 4-partition topic, plus the ledger, and the
+    rollups of one uninterrupted pipeline run over them (the reference)."""
+    topic = f"samples-{uuid.uuid4().hex[:10]}"
+    run_cli("agent", "--source", "sim", "--bootstrap", broker.bootstrap, "--topic", topic,
+            "--interval", "60", *SPAN, *SIM)
+    work = tmp_path_factory.mktemp("backfilled")
+    ledger = work / "ledger.csv"
+    run_cli("sim", "ledger", "--from", SPAN[1], "--to", SPAN[3], "--out", str(ledger), *SIM)
+    reference = work / "reference"
+    run_cli("allocations", "load", str(ledger), "--store", str(reference))
     run_cli("pipeline", "--bootstrap", broker.bootstrap, "--topic", topic, "--store",
             str(reference), "--group", f"g-{uuid.uuid4().hex[:8]}", "--until-idle", "2")
+    rows = _rollups(reference)
+    assert len(rows) == 4 * 8 * 12 * 60  # one 60-s sample per GPU-minute
+    return topic, ledger, rows
 
-    # Small polls and a flush after each make many durable points to die between.
+
+def _pipeline_cmd(broker, topic, store, group):
+    return [sys.executable, "-m", "fleetlens", "pipeline", "--bootstrap", broker.bootstrap,
+            "--topic", topic, "--store", str(store), "--group", group, "--until-idle", "3"]
+
+
+def test_killed_pipeline_restarts_to_the_same_rollups(broker, backfilled, tmp_path):
+    topic, ledger, want = backfilled
+    crashed = tmp_path / "crashed"
+    run_cli("allocations", "load", str(ledger), "--store", str(crashed))
+    # Small polls and a flush after each give many durable points to die between.
     slow = {"FLEETLENS_KAFKA_MAX_POLL_RECORDS": "40", "FLEETLENS_PIPELINE_FLUSH_INTERVAL_S": "0"}
     group = f"g-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "-m", "fleetlens", "pipeline", "--bootstrap", broker.bootstrap,
-           "--topic", topic, "--store", str(crashed), "--group", group, "--until-idle", "2"]
-    kills = 0
-    for files_before_kill in (3, 12):
-        proc = subprocess.Popen(cmd, env=cli_env(slow), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    rng = random.Random(20261128)
+    kill_points = []
+    while len(kill_points) < 5:
+        proc = subprocess.Popen(_pipeline_cmd(broker, topic, crashed, group), env=cli_env(slow),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Wait until this run has made progress of its own, then die at a random moment.
+        before = sum(c["consumed_offset"] + 1 for c in _checkpoints(crashed))
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if len(list((crashed / "rollups").glob("**/*.parquet"))) >= files_before_kill:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if sum(c["consumed_offset"] + 1 for c in _checkpoints(crashed)) > before:
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.8))
         assert proc.poll() is None, "pipeline finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills += 1
         consumed = sum(c["consumed_offset"] + 1 for c in _checkpoints(crashed))
-        assert 0 < consumed < messages, "the kill did not land mid-run"
+        assert consumed < MESSAGES, "the kill did not land mid-run"
+        kill_points.append(consumed)
 
     run_cli("pipeline", "--bootstrap", broker.bootstrap, "--topic", topic, "--store",
             str(crashed), "--group", group, "--until-idle", "2")
-    assert kills == 2
-    want, got = _rollups(reference), _rollups(crashed)
-    assert len(want) == 4 * 8 * 12 * 60  # one 60-s sample per GPU-minute
-    assert got == want
+    assert kill_points == sorted(kill_points) and len(set(kill_points)) == 5, kill_points
+    assert _rollups(crashed) == want
+
+
+def test_two_workers_in_one_group_give_the_same_rollups_as_one(broker, backfilled, tmp_path):
+    topic, ledger, want = backfilled
+    store = tmp_path / "two"
+    run_cli("allocations", "load", str(ledger), "--store", str(store))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    slow = {"FLEETLENS_KAFKA_MAX_POLL_RECORDS": "100"}
+    workers = [subprocess.Popen(_pipeline_cmd(broker, topic, store, group), env=cli_env(slow),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    stats = [json.loads(o.split("pipeline: ", 1)[1]) for o in outputs]
+    # Both took part: each consumed some of the samples (the partitions were shared).
+    assert all(s["samples"] > 0 for s in stats), stats
+    assert _rollups(store) == want
