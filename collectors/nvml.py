@@ -595,16 +595,17 @@ class NvmlSource:
             who = procs.get(target.instance)
             if who is not None:
                 s["pod"], s["job_id"] = who.pod_uid, who.job_id
-            xid = gpu.pending_xid.pop(target.instance, None)
-            if target.carrier and xid is None:
-                xid = gpu.pending_xid.pop(None, None)
-            if xid is not None:
-                s["xid"] = xid
             out.append(s)
-        for leftover in list(gpu.pending_xid):  # an instance that no longer exists
-            code = gpu.pending_xid.pop(leftover)
-            if out and out[0]["xid"] is None:
-                out[0]["xid"] = code
+        # XIDs only once every sample of the GPU is built: a GPU lost half-way keeps them.
+        # The named instance's sample first; device-wide ones, and those of an instance that
+        # no longer exists, go to the carrier (out[0]) when it has none of its own.
+        by_instance = {s["mig_instance"]: s for s in out}
+        pending = sorted(gpu.pending_xid.items(), key=lambda kv: kv[0] not in by_instance)
+        gpu.pending_xid.clear()
+        for key, code in pending:
+            target_sample = by_instance.get(key, out[0])
+            if target_sample["xid"] is None:
+                target_sample["xid"] = code
         return out
 
     def _throttle(self, gpu: _Gpu) -> int | None:
