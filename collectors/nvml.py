@@ -46,6 +46,7 @@ from typing import Any
 
 from fleetlens.collectors.cgroup import Attribution, attribute_pid
 
+from fleetlens.errors import UsageError
 from fleetlens.schema import FIELD_NAMES, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,7 @@ GPM_METRICS: dict[int, str] = {
 DEVICE_LEVEL = ("power_w", "energy_j", "temp_c", "sm_clock_mhz", "throttle")
 
 
-try:  # fleetlens.cli is light (argparse + config) and is loaded already when the CLI runs
-    from fleetlens.cli import UsageError as _CliError
-except ImportError:  # pragma: no cover
-    _CliError = ValueError
-
-
-class NvmlUnavailable(RuntimeError, _CliError):
+class NvmlUnavailable(RuntimeError, UsageError):
     """NVML cannot be used on this host. Also the CLI's UsageError, so `fleetlens agent`
     prints the one-line reason and exits with status 2 instead of a traceback."""
 

@@ -17,12 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fleetlens.config import Config, ConfigError, load
+from fleetlens.errors import UsageError
 
 EXIT_BAD_INPUT = 2
-
-
-class UsageError(ValueError):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -80,7 +80,10 @@ def _time_weighted_mean(col: str) -> pl.Expr:
 def classify(samples: pl.DataFrame, defs: Definitions) -> pl.DataFrame:
     """Add per-sample `_down`, `_idle`, `_held`, `_busy`, `_low`, `_mfu` (and model_key)."""
     specs = _model_specs(samples["model"].unique().to_list())
-    s = samples.join(specs, on="model", how="left")
+    # MIG: collectors report the SM clock once per physical GPU (on one instance); the other
+    # instances of the same GPU and time share it.
+    s = samples.join(specs, on="model", how="left").with_columns(
+        pl.coalesce("sm_clock_mhz", pl.col("sm_clock_mhz").max().over("uuid", "ts")))
     down = pl.col("xid").is_in(defs.unavailable_xids).fill_null(False)
     util_idle = pl.col("gpu_util").is_null() | (pl.col("gpu_util") <= defs.idle_gpu_util_max)
     sm_idle = pl.col("sm_active").is_null() | (pl.col("sm_active") <= defs.idle_sm_active_max)
