@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 UNKNOWN_MODEL = "unknown"  # the oldest exporters print no modelName; the catalog lists it
 MAX_PAGE_BYTES = 64 * 1024 * 1024  # time-sliced nodes make big pages; bound the agent's memory
 NULL_PROFILE = "<<<NULL>>>"  # DCGM_STR_BLANK in GPU_I_PROFILE
-# Rows of these entities carry a `gpu` label but are not GPU samples (NvLink, NvSwitch, CPU).
-NON_GPU_LABELS = ("nvlink", "nvswitch", "cpu", "cpucore")
 XID_FIELDS = tuple(f for f in FIELDS if f.target == "xid")
 
 COUNTER_NAMES = (
@@ -120,11 +118,21 @@ def _parse_lines(text: str) -> ParsedPage:
 
 
 def normalize_url(url: str) -> str:
-    """Accept ``host:port``, ``http://host:port`` or a full URL; default the path to /metrics."""
+    """Accept ``host:port``, ``http://host:port`` or a full URL; default the path to /metrics.
+
+    Raises ValueError for something that can never be scraped, so that a typo stops the agent
+    at start instead of failing every tick.
+    """
     url = url.strip()
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError(f"not a dcgm-exporter URL: {url!r} (expected http://HOST:PORT[/path])")
     if parts.path in ("", "/"):
         parts = parts._replace(path="/metrics")
     return urlunsplit(parts)
@@ -307,9 +315,9 @@ class DcgmSource:
             uuid = _first(labels, "UUID", "uuid")
             gpu_text = labels.get("gpu", "")
             gi_text = labels.get("GPU_I_ID", "").strip()
-            if (not uuid or not gpu_text.strip().isdigit()
-                    or any(k in labels for k in NON_GPU_LABELS)
-                    or (gi_text and not gi_text.isdigit())):
+            # NvLink rows name their GPU in gpu_uuid, NvSwitch and CPU rows have no GPU at
+            # all: requiring UUID/uuid keeps exactly the GPU and MIG-instance rows.
+            if not uuid or not gpu_text.strip().isdigit() or (gi_text and not gi_text.isdigit()):
                 self._counters["rows_skipped"] += 1
                 continue
             node = _first(labels, "hostname", "Hostname") or fallback_node

@@ -89,7 +89,8 @@ class Exporter:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
         self.thread.start()
 
     def serve(self, path: str, body: str | bytes, status: int = 200, delay: float = 0.0,
@@ -494,11 +495,14 @@ def test_the_same_gpu_behind_two_urls_is_reported_once(exporter):
     src.close()
 
 
-def test_counters_are_all_present_and_start_at_zero():
+def test_counters_start_at_zero_and_bad_urls_are_refused_at_start():
     src = DcgmSource(["http://127.0.0.1:9/metrics"])
     assert src.counters() == dict.fromkeys(COUNTER_NAMES, 0)
     with pytest.raises(ValueError):
         DcgmSource([])
+    for bad in ("http://gpu-node:port/metrics", "ftp://gpu-node/metrics", "http:///metrics"):
+        with pytest.raises(ValueError, match="not a dcgm-exporter URL"):
+            DcgmSource([bad])
 
 
 # -- the real command line ---------------------------------------------------------------------
