@@ -9,6 +9,7 @@ deterministic simulator and compared byte for byte with what Kafka holds.
 from __future__ import annotations
 
 import signal
+from collections import Counter
 
 import pytest
 
@@ -105,3 +106,53 @@ def test_beyond_the_spool_cap_the_oldest_are_dropped_and_counted_exactly(tmp_pat
             agent.kill()
             agent.communicate()
         broker.stop()
+
+
+def test_broker_lost_mid_run_comes_back_empty_gets_every_unacknowledged_message_once(
+        tmp_path, topic):
+    """Broker A acknowledges for a while, then dies with messages in flight; broker B on the
+    same address starts empty (memory storage: like a broker that lost its disk). The Kafka
+    client's retries fail on B (it never saw that producer id), so the agent replaces its
+    producer and re-sends. B must hold exactly the messages A had not acknowledged: each node's
+    newest ones, none twice, in order."""
+    port, mport = free_port(), free_port()
+    log = tmp_path / "ticks.ndjson"
+    a = EmbeddedBroker(port=port, log_path=tmp_path / "tansu-a.log").start()
+    b = EmbeddedBroker(port=port, log_path=tmp_path / "tansu-b.log")
+    agent = start_agent(*agent_args(port, topic, tmp_path, mport))
+    try:
+        wait_until(lambda: scrape(mport).get("fleetlens_agent_messages_sent_total", 0)
+                   >= 2 * NODES, 30, "sends to broker A", agent)
+        a.stop()
+        at_stop = len(tick_log(log))
+        wait_until(lambda: len(tick_log(log)) >= at_stop + 3 * NODES, 30, "3 ticks", agent)
+        acked_by_a = scrape(mport)["fleetlens_agent_messages_sent_total"]
+        b.start()
+        wait_until(lambda: (m := scrape(mport)).get("fleetlens_agent_spool_messages") == 0
+                   and m["fleetlens_agent_messages_sent_total"] >= acked_by_a + 4 * NODES,
+                   60, "the spool to drain to broker B", agent)
+        code, err = stop_agent(agent, signal.SIGTERM)
+        assert code == 0, err
+        produced = tick_log(log)
+        s = summary(err)
+        assert s["sent"] == s["spooled"] == len(produced)
+        records = read_topic(b.bootstrap, topic)
+        assert len(records) == len(produced) - acked_by_a
+        # A acknowledged each node's oldest messages (a partition acknowledges in order);
+        # B holds the rest of each node's: a suffix of what the node produced, and with the
+        # count above, exactly the messages A had not acknowledged.
+        on_b = Counter(r[2] for r in records)
+        seen: Counter[str] = Counter()
+        per_node = Counter(e["node"] for e in produced)
+        expected = []
+        for e in produced:
+            seen[e["node"]] += 1
+            if seen[e["node"]] > per_node[e["node"]] - on_b[e["node"]]:
+                expected.append(e)
+        check_delivery(records, expected, SEED, NODES, INTERVAL)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate()
+        a.stop()
+        b.stop()
