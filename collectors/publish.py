@@ -210,7 +210,7 @@ class SpoolingKafkaPublisher:
             producer = self._producer
             if len(inflight) < self.max_in_flight:
                 inflight.extend([rec, None] for rec in
-                                self.spool.take(self.max_in_flight - len(inflight)))
+                                self.spool.take(min(200, self.max_in_flight - len(inflight))))
             for entry in inflight:
                 if entry[1] is not None:
                     continue

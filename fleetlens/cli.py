@@ -89,6 +89,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if not args.stdout and not (args.bootstrap or args.config):
         raise UsageError("give --bootstrap HOST:PORT (or a config file), or --stdout")
+    args.source = args.source or cfg.agent.source
     interval = args.interval or cfg.agent.interval_s
     if interval <= 0:
         raise UsageError("--interval must be > 0")
@@ -300,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=9092)
 
     sp = add("agent", cmd_agent, "sample GPUs and publish schema-v1 messages")
-    sp.add_argument("--source", default="sim", choices=["sim", "nvml", "dcgm"],
-                    help="where samples come from")
+    sp.add_argument("--source", choices=["sim", "nvml", "dcgm"],
+                    help="where samples come from ([agent] source, default sim)")
     sp.add_argument("--dcgm-url", action="append", metavar="URL",
                     help="dcgm-exporter /metrics URL (repeatable; --source dcgm)")
     sp.add_argument("--interval", type=float, help="seconds between samples")
