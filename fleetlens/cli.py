@@ -71,54 +71,133 @@ def _source(cfg: Config, args: argparse.Namespace):
     if args.source == "nvml":
         from fleetlens.collectors.nvml import NvmlSource
 
-        return NvmlSource(node=cfg.agent.node or None, cluster=cfg.sim.cluster or None)
+        return NvmlSource(node=cfg.agent.node or None, cluster=cfg.agent.cluster or None)
     if args.source == "dcgm":
         from fleetlens.collectors.dcgm import DcgmSource
 
         if not args.dcgm_url:
             raise UsageError("--source dcgm needs at least one --dcgm-url URL")
-        return DcgmSource(urls=args.dcgm_url, cluster=cfg.sim.cluster or None)
+        try:
+            return DcgmSource(urls=args.dcgm_url, cluster=cfg.agent.cluster or None)
+        except ValueError as exc:  # a malformed URL
+            raise UsageError(str(exc)) from None
     raise UsageError(f"unknown --source {args.source!r} (sim, nvml, dcgm)")
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from fleetlens.collectors import agent
-    from fleetlens.collectors.publish import KafkaPublisher, StdoutPublisher
 
     cfg = _config(args)
     if not args.stdout and not (args.bootstrap or args.config):
         raise UsageError("give --bootstrap HOST:PORT (or a config file), or --stdout")
+    args.source = args.source or cfg.agent.source
     interval = args.interval or cfg.agent.interval_s
     if interval <= 0:
         raise UsageError("--interval must be > 0")
+    a = cfg.agent
+    if args.spool_dir:
+        a.spool_dir = args.spool_dir
+    if args.spool_max_mb is not None:
+        if args.spool_max_mb <= 0:
+            raise UsageError("--spool-max-mb must be > 0")
+        a.spool_max_mb = args.spool_max_mb
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise UsageError("--metrics-port must be within 0..65535 (0 = off)")
+        a.metrics_port = args.metrics_port
+    backfilling = bool(args.backfill_from or args.backfill_to)
+    if backfilling:
+        if args.source != "sim":
+            raise UsageError("--backfill-from/--backfill-to work with --source sim only")
+        if not (args.backfill_from and args.backfill_to):
+            raise UsageError("--backfill-from and --backfill-to go together")
+        start = _parse_epoch(args.backfill_from, "backfill-from")
+        end = _parse_epoch(args.backfill_to, "backfill-to")
+        if end <= start:
+            raise UsageError("--backfill-to must be after --backfill-from")
+        return _agent_backfill(cfg, args, interval, start, end)
+
+    # Live: SIGTERM/SIGINT from here on end the loop and flush; they never kill mid-write.
+    import threading
+
+    from fleetlens.collectors.agent_metrics import AgentMetrics, serve, source_counters_of
+
+    stop = threading.Event()
+    agent.install_stop_signals(stop)
+    metrics = AgentMetrics()
     source = _source(cfg, args)
+    metrics.source_counters = source_counters_of(source)
+    tick_log = open(args.tick_log, "a") if args.tick_log else None  # noqa: SIM115
+    try:
+        if args.stdout:
+            from fleetlens.collectors.publish import StdoutPublisher
+
+            publisher = StdoutPublisher()
+        else:
+            publisher = _spooling_publisher(cfg, metrics)
+        try:
+            if a.metrics_port:
+                try:
+                    serve(metrics, a.metrics_port)
+                except OSError as exc:
+                    raise UsageError(f"--metrics-port {a.metrics_port}: {exc.strerror or exc}"
+                                     ) from None
+            agent.run_live(source, publisher, interval, once=args.once, stop=stop,
+                           metrics=metrics, tick_log=tick_log)
+        finally:
+            if args.stdout:
+                publisher.close()
+            else:
+                publisher.close(a.flush_timeout_s)
+    finally:
+        source.close()
+        if tick_log is not None:
+            tick_log.close()
+    if not args.stdout:
+        summary = metrics.summary()
+        print("agent: " + " ".join(f"{k}={v}" for k, v in summary.items()), file=sys.stderr)
+        if summary["spool_messages"]:
+            print(f"agent: {summary['spool_messages']} message(s) left in the spool "
+                  f"{a.spool_dir}; they are sent when the agent next runs", file=sys.stderr)
+    return 0
+
+
+def _spooling_publisher(cfg: Config, metrics):
+    from fleetlens.collectors.publish import SpoolingKafkaPublisher
+    from fleetlens.collectors.spool import Spool, SpoolError
+
+    try:
+        spool = Spool(cfg.agent.spool_dir, int(cfg.agent.spool_max_mb * 1024 * 1024))
+    except SpoolError as exc:
+        raise UsageError(str(exc)) from None
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        # kafka-python logs every refused connection; the sender reports outages itself.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    return SpoolingKafkaPublisher(cfg.kafka, spool, metrics)
+
+
+def _agent_backfill(cfg: Config, args: argparse.Namespace, interval: float, start: float,
+                    end: float) -> int:
+    """Simulated history straight to Kafka (blocking producer, no spool: nothing is dropped)."""
+    from fleetlens.collectors import agent
+    from fleetlens.collectors.publish import KafkaPublisher, StdoutPublisher
+
+    sim = _source(cfg, args)
     publisher = StdoutPublisher() if args.stdout else KafkaPublisher(cfg.kafka)
     try:
-        if args.backfill_from or args.backfill_to:
-            if args.source != "sim":
-                raise UsageError("--backfill-from/--backfill-to work with --source sim only")
-            sim = source
-            if not (args.backfill_from and args.backfill_to):
-                raise UsageError("--backfill-from and --backfill-to go together")
-            start = _parse_epoch(args.backfill_from, "backfill-from")
-            end = _parse_epoch(args.backfill_to, "backfill-to")
-            if end <= start:
-                raise UsageError("--backfill-to must be after --backfill-from")
-            t0 = time.monotonic()
+        t0 = time.monotonic()
 
-            def progress(t: float, n: int) -> None:
-                done = (t - start) / (end - start)
-                print(f"agent: backfill {100 * done:5.1f}% ({n:,} samples)", file=sys.stderr,
-                      flush=True)
+        def progress(t: float, n: int) -> None:
+            done = (t - start) / (end - start)
+            print(f"agent: backfill {100 * done:5.1f}% ({n:,} samples)", file=sys.stderr,
+                  flush=True)
 
-            n = agent.backfill(sim, publisher, start, end, interval, progress)
-            print(f"agent: backfilled {n:,} samples from {len(sim.nodes)} nodes in "
-                  f"{time.monotonic() - t0:.1f}s", file=sys.stderr)
-        else:
-            agent.run_live(source, publisher, interval, once=args.once)
+        n = agent.backfill(sim, publisher, start, end, interval, progress)
+        print(f"agent: backfilled {n:,} samples from {len(sim.nodes)} nodes in "
+              f"{time.monotonic() - t0:.1f}s", file=sys.stderr)
     finally:
         publisher.close()
-        source.close()
+        sim.close()
     return 0
 
 
@@ -223,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, default=9092)
 
     sp = add("agent", cmd_agent, "sample GPUs and publish schema-v1 messages")
-    sp.add_argument("--source", default="sim", choices=["sim", "nvml", "dcgm"],
-                    help="where samples come from")
+    sp.add_argument("--source", choices=["sim", "nvml", "dcgm"],
+                    help="where samples come from ([agent] source, default sim)")
     sp.add_argument("--dcgm-url", action="append", metavar="URL",
                     help="dcgm-exporter /metrics URL (repeatable; --source dcgm)")
     sp.add_argument("--interval", type=float, help="seconds between samples")
@@ -234,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--once", action="store_true", help="take one sample and exit")
     sp.add_argument("--backfill-from", help="sim only: publish simulated history from this time")
     sp.add_argument("--backfill-to", help="... up to this time (exclusive)")
+    sp.add_argument("--spool-dir", help="on-disk spool directory ([agent] spool_dir)")
+    sp.add_argument("--spool-max-mb", type=float, metavar="MB",
+                    help="cap on spooled data; the oldest messages go first ([agent] spool_max_mb)")
+    sp.add_argument("--metrics-port", type=int, metavar="PORT",
+                    help="serve Prometheus metrics on this port, 0 = off ([agent] metrics_port)")
+    sp.add_argument("--tick-log", metavar="FILE",
+                    help="append one JSON line per message produced (testing, debugging)")
     sim_opts(sp)
 
     sp = add("replay", cmd_replay, "publish a recorded NDJSON file of schema-v1 samples")

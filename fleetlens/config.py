@@ -91,6 +91,15 @@ class AgentConfig:
     source: str = "sim"
     interval_s: float = 10.0
     node: str = ""  # default: this host's name
+    cluster: str = ""  # the `cluster` field of NVML/dcgm samples; empty: null
+    # Every message passes through this on-disk spool on its way to Kafka (docs/agent.md).
+    spool_dir: str = "var/agent/spool"
+    # Cap on the bytes of messages waiting in the spool; beyond it the oldest are dropped.
+    spool_max_mb: float = 256.0
+    # Prometheus metrics of the agent on this port (all interfaces); 0 = not served.
+    metrics_port: int = 0
+    # On SIGTERM/SIGINT, keep sending what is spooled for at most this long, then exit.
+    flush_timeout_s: float = 5.0
 
 
 @dataclass
@@ -197,8 +206,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[definitions] low_efficiency_sm_active must be within 0..1")
     if cfg.tenancy.namespace_fallback not in ("namespace", "unallocated"):
         raise ConfigError("[tenancy] namespace_fallback must be 'namespace' or 'unallocated'")
-    if cfg.agent.interval_s <= 0:
+    a = cfg.agent
+    if a.interval_s <= 0:
         raise ConfigError("[agent] interval_s must be > 0")
+    if a.spool_max_mb <= 0:
+        raise ConfigError("[agent] spool_max_mb must be > 0")
+    if not 0 <= a.metrics_port <= 65535:
+        raise ConfigError("[agent] metrics_port must be within 0..65535 (0 = off)")
+    if a.flush_timeout_s < 0:
+        raise ConfigError("[agent] flush_timeout_s must be >= 0")
+    if not a.spool_dir:
+        raise ConfigError("[agent] spool_dir must not be empty")
     if cfg.sim.nodes < 1 or cfg.sim.gpus_per_node < 1 or cfg.sim.tenants < 1:
         raise ConfigError("[sim] nodes, gpus_per_node and tenants must be >= 1")
 

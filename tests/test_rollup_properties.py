@@ -12,12 +12,12 @@ from __future__ import annotations
 import random
 
 import polars as pl
+from fleetlens.pipeline.rollup import rollup
+from fleetlens.pipeline.tenancy import Allocation, check_overlaps, ledger_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleetlens.config import Definitions
-from fleetlens.pipeline.rollup import rollup
-from fleetlens.pipeline.tenancy import Allocation, check_overlaps, ledger_frame
 from fleetlens.schema import FIELD_NAMES, polars_schema
 
 T0 = 1794787200.0
