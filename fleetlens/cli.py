@@ -275,6 +275,21 @@ def cmd_report_range(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_workloads(args: argparse.Namespace) -> int:
+    import json
+
+    from fleetlens.pipeline.report import ReportError, parse_when, workloads_report
+
+    cfg = _config(args)
+    try:
+        report = workloads_report(cfg.store.dir, parse_when(args.start, "from"),
+                                  parse_when(args.end, "to"), args.tenant)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fleetlens.demo import run_demo
 
@@ -358,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--to", dest="end", required=True, help="RFC 3339 time or YYYY-MM-DD")
     sp.add_argument("--tenant")
     sp.add_argument("--format", choices=["table", "json", "csv"], default="table")
+
+    sp = add("workloads", cmd_report_workloads,
+             "workload-reported MFU per job next to the counter estimate (JSON)", rep_sub)
+    sp.add_argument("--store", help="store directory")
+    sp.add_argument("--from", dest="start", required=True, help="RFC 3339 time or YYYY-MM-DD")
+    sp.add_argument("--to", dest="end", required=True, help="RFC 3339 time or YYYY-MM-DD")
+    sp.add_argument("--tenant")
 
     sp = add("demo", cmd_demo, "broker + simulated week + pipeline + weekly report, end to end")
     sp.add_argument("--store", default="var/demo/store")

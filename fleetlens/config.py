@@ -26,6 +26,7 @@ class KafkaConfig:
     bootstrap: str = "127.0.0.1:9092"
     samples_topic: str = "fleetlens.samples"
     deadletter_topic: str = "fleetlens.deadletter"
+    workload_topic: str = "fleetlens.workload"  # workload-reported MFU (pipeline/workload.py)
     partitions: int = 4
     replication_factor: int = 1
     group_id: str = "fleetlens-pipeline"

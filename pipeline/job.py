@@ -27,6 +27,7 @@ from fleetlens.pipeline.decode import DeadLetter, Record, decode
 from fleetlens.pipeline.rollup import rollup_with_state
 from fleetlens.pipeline.store import Checkpoint, Store
 from fleetlens.pipeline.windows import PartitionWindows, energy_state_to_rows
+from fleetlens.pipeline.workload import InvalidReport, parse_report, report_row, rows_frame
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Raw rows held in open windows before a flush is forced regardless of the timer.
 MAX_PENDING_ROWS = 1_000_000
+# How long a workload report may wait for the first samples of its GPUs.
+WORKLOAD_WAIT_S = 600.0
 
 
 @dataclass
@@ -71,6 +74,30 @@ def _reason_class(reason: str) -> str:
     return reason.split(":")[0].split("'")[0].strip()
 
 
+@dataclass
+class WorkloadPartition:
+    """Workload reports of one partition since the last flush (no windows: each report is
+    final on arrival; its row is written at the next flush)."""
+
+    checkpoint: Checkpoint
+    # (offset, report, first seen (monotonic), raw value) of reports not yet written
+    pending: list[tuple] = field(default_factory=list)
+    next_offset: int | None = None
+
+
+def known_gpu_models(store_dir: str) -> dict[str, str]:
+    """uuid -> model of every GPU the store has rollups for, so that workload reports that
+    arrive before a GPU's first sample of this run still resolve."""
+    from fleetlens.pipeline.query import connect
+
+    try:
+        rows = connect(store_dir).execute(
+            "SELECT DISTINCT uuid, model FROM rollups WHERE model IS NOT NULL").fetchall()
+    except Exception:  # noqa: BLE001 - an unreadable store is reported by the first write
+        return {}
+    return dict(rows)
+
+
 class PipelineJob(ConsumerRebalanceListener):
     def __init__(self, cfg: Config, store_dir: str, group_id: str | None = None):
         self.cfg = cfg
@@ -83,6 +110,9 @@ class PipelineJob(ConsumerRebalanceListener):
         self.ledger_version, self.ledger = self.store.read_ledger()
         self.consumer = None
         self.dlq = None
+        self.workload_topic = cfg.kafka.workload_topic
+        self.workload: dict[int, WorkloadPartition] = {}
+        self.uuid_models = known_gpu_models(store_dir)
         # Called with the rollup rows of each flush, after they are durable (alerts, live
         # metrics). An observer must not raise; one that does is logged and kept.
         self.observers: list[Callable[[pl.DataFrame], None]] = []
@@ -95,12 +125,18 @@ class PipelineJob(ConsumerRebalanceListener):
         # Drop, don't flush: the next owner resumes from our last checkpoint, and writing now
         # could race with it.
         for tp in revoked:
-            self.parts.pop(tp.partition, None)
+            if tp.topic == self.topic:
+                self.parts.pop(tp.partition, None)
+            else:
+                self.workload.pop(tp.partition, None)
 
     def on_partitions_assigned(self, assigned) -> None:
         for tp in assigned:
-            cp = self.store.read_checkpoint(self.topic, tp.partition)
-            self.parts[tp.partition] = PartitionWindows(tp.partition, cp)
+            cp = self.store.read_checkpoint(tp.topic, tp.partition)
+            if tp.topic == self.topic:
+                self.parts[tp.partition] = PartitionWindows(tp.partition, cp)
+            else:
+                self.workload[tp.partition] = WorkloadPartition(cp)
             if cp.commit_offset is None:
                 self.consumer.seek_to_beginning(tp)
             else:
@@ -110,10 +146,10 @@ class PipelineJob(ConsumerRebalanceListener):
     # -- main loop ----------------------------------------------------------------------------
     def run(self, until_idle_s: float | None = None, assign_timeout_s: float = 120.0) -> JobStats:
         k = self.cfg.kafka
-        ensure_topics(k, [k.samples_topic, k.deadletter_topic])
+        ensure_topics(k, [k.samples_topic, k.deadletter_topic, k.workload_topic])
         self.consumer = make_consumer(k, self.group_id)
         self.dlq = make_producer(k)
-        self.consumer.subscribe([self.topic], listener=self)
+        self.consumer.subscribe([self.topic, self.workload_topic], listener=self)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop_event.set())
@@ -153,6 +189,8 @@ class PipelineJob(ConsumerRebalanceListener):
         return self.stats
 
     def _process(self, polled: dict) -> None:
+        for tp in [tp for tp in polled if tp.topic == self.workload_topic]:
+            self._process_workload(tp.partition, polled.pop(tp))
         records = [Record(tp.partition, r.offset, r.key, r.value)
                    for tp in sorted(polled, key=lambda t: t.partition) for r in polled[tp]]
         self.stats.messages += len(records)
@@ -161,6 +199,9 @@ class PipelineJob(ConsumerRebalanceListener):
         t1 = time.monotonic()
         self.stats.seconds["decode"] += t1 - t0
         self.stats.samples += frame.height
+        if frame.height:
+            for uuid, model in frame.select("uuid", "model").unique().iter_rows():
+                self.uuid_models[uuid] = model
         for d in dead:
             part = self.parts.get(d.partition)
             if part is not None and part.is_replay(d.offset):
@@ -183,9 +224,63 @@ class PipelineJob(ConsumerRebalanceListener):
                     "already closed"))
         self.stats.seconds["window"] += time.monotonic() - t1
 
-    def _dead_letter(self, d: DeadLetter) -> None:
+    def _process_workload(self, partition: int, records: list) -> None:
+        part = self.workload.get(partition)
+        if part is None:
+            return
+        cp = part.checkpoint
+        for r in records:
+            part.next_offset = r.offset + 1
+            if r.offset <= cp.consumed_offset and r.offset not in cp.pending:
+                continue  # written or dead-lettered before the restart
+            try:
+                part.pending.append((r.offset, parse_report(r.value or b""), time.monotonic(),
+                                     r.value or b""))
+            except InvalidReport as exc:
+                self._workload_dead_letter(partition, r.offset, r.value or b"", exc)
+
+    def _workload_dead_letter(self, partition: int, offset: int, value: bytes,
+                              exc: InvalidReport) -> None:
+        self._dead_letter(DeadLetter(partition, offset, None, value.decode(errors="replace"),
+                                     f"workload: {exc}"), topic=self.workload_topic)
+
+    def _flush_workload(self, flush_all: bool) -> dict:
+        """Resolve waiting reports (their GPUs' models come from the samples), write them."""
+        commits = {}
+        now = time.monotonic()
+        for p, part in self.workload.items():
+            rows, waiting = [], []
+            for offset, report, seen, value in part.pending:
+                try:
+                    rows.append(report_row(report, self.uuid_models))
+                except InvalidReport as exc:
+                    if exc.retryable and not flush_all and now - seen < WORKLOAD_WAIT_S:
+                        waiting.append((offset, report, seen, value))
+                    else:
+                        self._workload_dead_letter(p, offset, value, exc)
+            part.pending = waiting
+            cp = part.checkpoint
+            seq = cp.seq + 1 if rows else cp.seq
+            if rows:
+                self.store.write_workload(self.workload_topic, p, seq, rows_frame(rows))
+            if part.next_offset is None:
+                continue
+            commit = min([o for o, *_ in waiting], default=part.next_offset)
+            new_cp = Checkpoint(seq=seq, commit_offset=commit,
+                                consumed_offset=part.next_offset - 1,
+                                pending=sorted(o for o, *_ in waiting))
+            if new_cp != cp:
+                self.dlq.flush()
+                self.store.write_checkpoint(self.workload_topic, p, new_cp)
+                part.checkpoint = new_cp
+                commits[TopicPartition(self.workload_topic, p)] = \
+                    OffsetAndMetadata(commit, "", -1)
+        return commits
+
+    def _dead_letter(self, d: DeadLetter, topic: str | None = None) -> None:
         self.stats.dead_letters[_reason_class(d.reason)] += 1
-        value = json.dumps({"reason": d.reason, "topic": self.topic, "partition": d.partition,
+        value = json.dumps({"reason": d.reason, "topic": topic or self.topic,
+                            "partition": d.partition,
                             "offset": d.offset, "key": d.key, "line": d.line,
                             "dead_lettered_at": time.time()}).encode()
         self.dlq.send(self.cfg.kafka.deadletter_topic,
@@ -239,6 +334,7 @@ class PipelineJob(ConsumerRebalanceListener):
                 commits[TopicPartition(self.topic, p)] = OffsetAndMetadata(commit, "", -1)
             self.stats.seconds["write"] += time.monotonic() - t1
         t0 = time.monotonic()
+        commits.update(self._flush_workload(flush_all))
         if commits:
             self.consumer.commit(commits)
         self.stats.seconds["write"] += time.monotonic() - t0

@@ -62,6 +62,17 @@ def range_report(store_dir: str, start: datetime, end: datetime, tenant: str | N
     return {"from": _iso(start), "to": _iso(end), "fleet": fleet, "tenants": tenants}
 
 
+def workloads_report(store_dir: str, start: datetime, end: datetime,
+                     tenant: str | None = None) -> dict:
+    if end <= start:
+        raise ReportError("--to must be after --from")
+    con = connect(store_dir)
+    params = {"t_from": start.replace(tzinfo=None), "t_to": end.replace(tzinfo=None),
+              "tenant": tenant}
+    return {"from": _iso(start), "to": _iso(end),
+            "workloads": query(con, "report_workloads", params)}
+
+
 def _fmt(v: object) -> str:
     if v is None:
         return "-"

@@ -3,6 +3,7 @@
 Layout (all paths relative to the store directory):
 
     rollups/<topic>/p<partition>/<seq>.parquet   per-GPU-minute rollups, one file per flush
+    workload/<topic>/p<partition>/<seq>.parquet  workload-reported MFU rows
     checkpoints/<topic>/p<partition>.json        what partition <partition> has made durable
     allocations/ledger-<version>.parquet         allocation ledger versions (newest wins)
 
@@ -39,6 +40,9 @@ class Checkpoint:
     # Last energy counter reading per GPU: [uuid, mig_instance, ts, energy_j], so that the
     # first sample after a restart gets the same counter delta as in an uninterrupted run.
     energy: list[list] = field(default_factory=list)
+    # Offsets at or below consumed_offset that are still waiting (workload reports whose GPUs
+    # had no samples yet): a restart must not skip them.
+    pending: list[int] = field(default_factory=list)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -102,6 +106,11 @@ class Store:
 
     def workload_files(self) -> list[Path]:
         return sorted(self.workload_dir().glob("**/[0-9]*.parquet"))
+
+    def write_workload(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
+        path = self.workload_dir() / _safe(topic) / f"p{partition:04d}" / f"{seq:012d}.parquet"
+        atomic_write_parquet(path, frame)
+        return path
 
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self, topic: str, partition: int) -> Path:

@@ -149,3 +149,52 @@ def test_tenant_filter(broker, topic, tmp_path):
                              TO, "--tenant", "beta", "--format", "json").stdout)
     assert [t["tenant"] for t in out["tenants"]] == ["beta"]
     assert out["tenants"][0]["gpu_hours_busy"] == pytest.approx(EXPECTED["beta"]["gpu_hours_busy"])
+
+
+def test_workload_reported_mfu_next_to_the_counter_estimate(broker, topic, tmp_path):
+    """Jobs publish their achieved FLOPs; the pipeline turns them into true MFU (PaLM)
+    against the catalog peak of the GPUs they ran on."""
+    from kafka import KafkaProducer
+
+    workload = f"workload-{uuid.uuid4().hex[:8]}"
+    env = {"FLEETLENS_KAFKA_WORKLOAD_TOPIC": workload}
+    store = tmp_path / "store"
+    run_cli("allocations", "load", str(FIXTURES / "e2e_allocations.csv"), "--store", str(store))
+    run_cli("replay", str(FIXTURES / "e2e_samples.ndjson"), "--bootstrap", broker.bootstrap,
+            "--topic", topic)
+    t1 = 1794787260.0  # +60 s, beta's minute
+    reports = [
+        # 989.4 TFLOPS over two H100 SXM (989.4 dense BF16 each): MFU 0.5 for 2 x 60 GPU-s.
+        {"ts": t1, "interval_s": 60, "job_id": "j1", "tenant": "beta", "dtype": "bf16",
+         "gpus": ["GPU-a0", "GPU-a1"], "achieved_tflops": 989.4},
+        # 1000 tokens/s of a 7e9-parameter model, 32 layers x 4096 hidden x 4096 tokens:
+        # (6 x 7e9 + 12 x 32 x 4096 x 4096) x 1000 FLOP/s on one GPU.
+        {"ts": t1, "interval_s": 60, "job_id": "j2", "tenant": "beta", "gpus": ["GPU-a0"],
+         "tokens_per_s": 1000, "model_params": 7e9, "layers": 32, "hidden": 4096,
+         "seq_len": 4096},
+        {"ts": t1, "job_id": "j3", "tenant": "beta", "gpus": ["GPU-a0"], "dtype": "fp7",
+         "achieved_tflops": 1.0},  # unknown dtype: dead letter
+        {"ts": t1, "job_id": "j4", "tenant": "delta", "gpus": ["GPU-b0"],
+         "achieved_tflops": 1.0},  # GPU model not in the catalog: dead letter, no guess
+    ]
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for r in reports:
+        producer.send(workload, json.dumps(r).encode())
+    producer.flush()
+    producer.close()
+    out = pipeline(broker, topic, store, f"g-{uuid.uuid4().hex[:8]}", env=env)
+    stats = json.loads(out.stderr.split("pipeline: ", 1)[1])
+    assert stats["dead_letters"] == 2
+    j2 = (6 * 7e9 + 12 * 32 * 4096 * 4096) * 1000 / 1e12 / 989.4
+    report = report_json(store)
+    beta = next(t for t in report["tenants"] if t["tenant"] == "beta")
+    assert beta["mfu_reported"] == pytest.approx((0.5 * 120 + j2 * 60) / 180)
+    assert all(t["mfu_reported"] is None for t in report["tenants"] if t["tenant"] != "beta")
+    jobs = json.loads(run_cli("report", "workloads", "--store", str(store), "--from", FROM,
+                              "--to", TO).stdout)["workloads"]
+    j1 = next(j for j in jobs if j["job_id"] == "j1")
+    # Counter estimate over j1's GPU-minutes (a0 and a1 in minute +60): (.32 x 30 + .2 x 30
+    # + 1.0 x 30) / 90 known seconds (a0+90 has no tensor_active).
+    assert j1["mfu_reported"] == pytest.approx(0.5)
+    assert j1["mfu_estimate"] == pytest.approx((0.32 + 0.2 + 1.0) * 30 / 90)
+    assert j1["mfu_gap"] == pytest.approx(0.5 - (0.32 + 0.2 + 1.0) * 30 / 90)
