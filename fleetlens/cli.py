@@ -144,7 +144,24 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from fleetlens.pipeline.job import PipelineJob
 
     cfg = _config(args)
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise UsageError("--metrics-port must be within 0..65535 (0 = off)")
+        cfg.metrics.port = args.metrics_port
     job = PipelineJob(cfg, cfg.store.dir, group_id=args.group)
+    if cfg.metrics.port:
+        from fleetlens.pipeline.metrics import PipelineMetrics
+
+        metrics = PipelineMetrics(stale_after_s=cfg.metrics.gpu_stale_s)
+        job.observers.append(metrics.observe_rollups)
+        job.flush_hooks.append(metrics.update_health)
+        try:
+            metrics.serve(cfg.metrics.port, cfg.metrics.host)
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on {cfg.metrics.host}:"
+                             f"{cfg.metrics.port}: {exc.strerror or exc}") from None
+        print(f"pipeline: metrics on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics",
+              file=sys.stderr, flush=True)
     t0 = time.monotonic()
     stats = job.run(until_idle_s=args.until_idle)
     summary = stats.summary()
@@ -250,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--group", help="consumer group id")
     sp.add_argument("--until-idle", type=float, metavar="SECONDS",
                     help="exit after flushing once no message arrived for SECONDS")
+    sp.add_argument("--metrics-port", type=int, metavar="PORT",
+                    help="serve Prometheus metrics on PORT (host: [metrics] host; 0 = off)")
 
     alloc = add("allocations", None, "manage the allocation ledger")
     alloc_sub = alloc.add_subparsers(dest="alloc_command", required=True, metavar="ACTION")
