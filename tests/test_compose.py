@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROM_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-SECRETS = {"FLEETLENS_API_TOKEN": "test-token", "GRAFANA_ADMIN_PASSWORD": "test-password"}
+SECRETS = {"REPORTS_API_TOKEN": "test-token", "GRAFANA_ADMIN_PASSWORD": "test-password"}
 
 
 def compose_binary() -> Path:
@@ -199,7 +199,7 @@ def test_grafana_provisioning_and_plugin(model):
     doc = yaml.safe_load((ROOT / "dashboards/provisioning/datasources/fleetlens.yaml")
                          .read_text())
     used = set(re.findall(r"\$\{?([A-Za-z_]\w*)", json.dumps(doc)))  # values, not comments
-    assert {"FLEETLENS_API_URL", "FLEETLENS_API_TOKEN"} <= used
+    assert {"REPORTS_API_URL", "REPORTS_API_TOKEN", "PROMETHEUS_URL"} <= used
     for var in used:
         assert g["environment"].get(var), f"Grafana's environment lacks {var}"
 
