@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN groupadd --system --gid 10001 fleetlens \
  && useradd --system --uid 10001 --gid fleetlens --home-dir /var/lib/fleetlens \
-      --create-home --shell /usr/sbin/nologin fleetlens
+      --create-home --shell /usr/sbin/nologin fleetlens \
+ && install -d -o fleetlens -g fleetlens /var/lib/fleetlens/store
 
 WORKDIR /opt/fleetlens
 # The pinned dependencies of pyproject.toml, then the package (no dev extras).

@@ -67,8 +67,9 @@ class Raw(cogbuilder.Builder):
 
 
 def infinity(path: str, params: list[tuple[str, str]], columns: list[tuple[str, str, str]],
-             root: str = "rows", ref: str = "A", fmt: str = "table") -> Raw:
-    """An Infinity target: GET `path` on the reports API, rows under `root`.
+             root: str = "", ref: str = "A", fmt: str = "table") -> Raw:
+    """An Infinity target: GET `path` on the report API, which answers a JSON array of flat
+    objects (`root` "": the array itself).
 
     columns: (selector in the API's JSON, display name, Infinity type).
     """
@@ -80,18 +81,22 @@ def infinity(path: str, params: list[tuple[str, str]], columns: list[tuple[str, 
                         "headers": [],
                         "params": [{"key": k, "value": v} for k, v in params]},
         "root_selector": root,
-        "json_options": {"root_is_not_array": root == ""},
         "columns": [{"selector": s, "text": t, "type": ty} for s, t, ty in columns],
         "filters": [], "computed_columns": [],
     })
 
 
+SERIES_KEYS = {"tenant": ["tenant"], "model": ["model"], "cluster": ["cluster"],
+               "gpu": ["uuid", "node", "gpu", "model"], "fleet": []}
+
+
 def series(metrics: list[str], group: str, extra: list[tuple[str, str]] = (), **kw) -> Raw:
-    """Bucketed time series from /v1/series: one row per (bucket, key)."""
-    cols = [("time", "Time", "timestamp"), ("key", group, "string")]
+    """Bucketed time series from /v1/series/<group>: one row per (bucket, key)."""
+    cols = [("time", "Time", "timestamp")]
+    cols += [(k, k, "number" if k == "gpu" else "string") for k in SERIES_KEYS[group]]
     cols += [(m, m, "number") for m in metrics]
-    return infinity("/v1/series", [*TIME_RANGE, ("step", "$step"), ("group", group),
-                                   ("metric", ",".join(metrics)), *extra], cols, **kw)
+    return infinity(f"/v1/series/{group}", [*TIME_RANGE, ("step", "$step"),
+                                            ("metric", ",".join(metrics)), *extra], cols, **kw)
 
 
 # -- panels -------------------------------------------------------------------------------------
@@ -104,11 +109,11 @@ RATIO_STEPS = thresholds((None, "red"), (0.3, "orange"), (0.6, "green"))
 
 
 def stat_panel(title: str, target, unit: str = "short", w: int = 6, h: int = 5,
-               desc: str = "", steps=None, ds=PROM):
+               desc: str = "", steps=None, ds=PROM, calc: str = "lastNotNull"):
     p = (stat.Panel().title(title).datasource(ds).with_target(target).unit(unit)
          .span(w).height(h).graph_mode(common.BigValueGraphMode.NONE)
          .color_mode(common.BigValueColorMode.VALUE)
-         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
+         .reduce_options(common_b.ReduceDataOptions().calcs([calc]).values(False)))
     if steps is not None:
         p = p.thresholds(steps)
     return p.description(desc) if desc else p
@@ -249,6 +254,13 @@ def fleet_overview():
                     desc="GPUs holding memory without compute in their newest minute; "
                          'tenant "" is unallocated.'))
     d.row("Reports (report API, selected time range)")
+    d.add(stat_panel("GPU-hours observed", infinity("/v1/fleet", TIME_RANGE, [
+        ("gpu_hours_observed", "GPU-hours observed", "number")]), "h", w=12, h=4,
+        ds=INFINITY, desc="All GPU time the store holds for the range (admin token)."),
+          stat_panel("GPU-hours unallocated", infinity("/v1/fleet", TIME_RANGE, [
+              ("gpu_hours_unallocated", "GPU-hours unallocated", "number")]), "h", w=12, h=4,
+              ds=INFINITY, steps=thresholds((None, "green"), (1, "orange")),
+              desc="GPU time no tenant was attributed: capacity nobody paid for."))
     d.add(ts_panel("Fleet GPU-hours: busy, idle, idle-held",
                    [series(["gpu_hours_busy", "gpu_hours_idle", "gpu_hours_idle_held"],
                            "fleet")], "h", ds=INFINITY, long_to_wide=True,
@@ -269,7 +281,7 @@ def fleet_overview():
             ("gpu_hours_idle_held", "Idle-held (h)", "number"),
             ("mfu_allocated", "MFU allocated", "number"),
             ("mfu_busy", "MFU busy", "number"),
-            ("energy_kwh", "Energy (kWh)", "number")], root="tenants"),
+            ("energy_kwh", "Energy (kWh)", "number")]),
         w=24,
         desc="Same figures as `fleetlens report range`; the largest allocations show how "
              "concentrated usage is."))
@@ -329,11 +341,11 @@ def tenant_board():
               ("gpu_hours_idle_held", "Idle-held (h)", "number"),
               ("mfu_allocated", "MFU allocated", "number"),
               ("mfu_busy", "MFU busy", "number"),
-              ("energy_kwh", "Energy (kWh)", "number")], root="tenants")))
+              ("energy_kwh", "Energy (kWh)", "number")])))
     d.add(table_panel("Idle allocations", idle_allocations([("tenant", t)]), w=16),
           table_panel("Data coverage", infinity(
               "/v1/coverage", [*TIME_RANGE, ("by", "tenant"), ("tenant", t)], [
-                  ("key", "Tenant", "string"), ("gpus", "GPUs", "number"),
+                  ("tenant", "Tenant", "string"), ("gpus", "GPUs", "number"),
                   ("gpu_hours_observed", "Observed (h)", "number"),
                   ("coverage", "Coverage", "number")]), w=8))
     return d.build()
@@ -392,7 +404,7 @@ def gpu_board():
                    ds=INFINITY, long_to_wide=True))
     d.add(table_panel("Data coverage by node", infinity(
         "/v1/coverage", [*TIME_RANGE, ("by", "node")], [
-            ("key", "Node", "string"), ("gpus", "GPUs", "number"),
+            ("node", "Node", "string"), ("gpus", "GPUs", "number"),
             ("gpu_hours_observed", "Observed (h)", "number"),
             ("gpu_hours_expected", "Expected (h)", "number"),
             ("coverage", "Coverage", "number"),
@@ -420,11 +432,12 @@ def pipeline_board():
                      steps=thresholds((None, "green"), (0.01, "red"))),
           stat_panel("Scrape targets up", prom('sum(up{job=~"fleetlens.*"})', instant=True),
                      w=4, desc="Prometheus' own `up` for the fleetlens scrape jobs."),
-          stat_panel("Store newest minute", infinity("/v1/status", [], [
-              ("newest_minute", "Newest minute", "timestamp"),
-              ("rollup_rows", "Rollup rows", "number")], root=""), "dateTimeFromNow", w=4,
-              ds=INFINITY, desc="What the report API sees; it should trail now by a minute "
-                                "or two."))
+          stat_panel("Newest minute in the store", infinity(
+              "/v1/coverage", [*TIME_RANGE, ("by", "node")],
+              [("last_minute", "Newest minute", "timestamp")]), "dateTimeFromNow", w=4,
+              ds=INFINITY, calc="max",
+              desc="Newest rollup minute of any node, as the report API sees it over the "
+                   "dashboard's range; it should trail now by a minute or two."))
     d.row("Throughput and latency")
     d.add(ts_panel("Consumer lag per partition",
                    [prom(f"{p}consumer_lag_records", "p{{partition}}"),

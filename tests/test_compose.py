@@ -87,7 +87,13 @@ def test_services(model):
     assert services["agent"]["command"] == [
         "agent", "--source", "dcgm", "--dcgm-url", "http://dcgm-exporter:9400/metrics",
         "--bootstrap", "kafka:19092"]
-    assert services["api"]["command"][:1] == ["serve"]
+    api = services["api"]["command"]
+    assert api[:1] == ["serve"] and api[api.index("--host") + 1] == "0.0.0.0"
+    # The API reads the store the pipeline writes (same volume, read-only for the API).
+    store = {v["target"]: (v["source"], v.get("read_only", False))
+             for v in services["api"]["volumes"] if v["type"] == "volume"}
+    pipe = {v["target"]: v["source"] for v in services["pipeline"]["volumes"]}
+    assert store["/var/lib/fleetlens"] == (pipe["/var/lib/fleetlens"], True)
     assert "--metrics-port" in services["pipeline"]["command"]
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 import yaml
 from fleetlens.pipeline.metrics import PipelineMetrics, exported_names
 
-from tests.conftest import REFERENCE, cli_env
+from tests.conftest import FIXTURES, REFERENCE, cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DASH = ROOT / "dashboards"
@@ -202,9 +203,10 @@ def test_infinity_target_matches_a_known_api_route(name, panel, target):
     assert target["root_selector"] == route["root"]
     used = {c["selector"] for c in target["columns"]}
     assert used <= set(route["columns"]), f"{panel['title']}: {used - set(route['columns'])}"
-    if target["url"] == "/v1/series":
+    if target["url"].startswith("/v1/series/"):
         metric = next(p["value"] for p in target["url_options"]["params"] if p["key"] == "metric")
-        assert used - {"time", "key"} == set(metric.split(","))
+        keys = {"time", "tenant", "model", "cluster", "uuid", "node", "gpu"}
+        assert used - keys == set(metric.split(",")), "columns = the metrics asked for"
 
 
 def _serve_available() -> bool:
@@ -214,63 +216,87 @@ def _serve_available() -> bool:
     return "serve" in sub.choices
 
 
+API_TOKEN = "flt_dashboard_test_token"
+# Values the dashboards' variables take in the API check: the e2e fixture's hour.
+VARIABLES = {"${__timeFrom}": "1794787200000", "${__timeTo}": "1794790800000", "$step": "1h",
+             "$tenant": "alpha", "$node": "node-a", "$uuid": "GPU-a0"}
+
+
+def _fixture_store(root: Path) -> Path:
+    """A store holding the rollups of tests/fixtures/e2e_samples.ndjson under the fixture's
+    allocation ledger (as the pipeline would write them), built without a broker."""
+    from fleetlens.pipeline.allocations import load_ledger
+    from fleetlens.pipeline.decode import Record, decode
+    from fleetlens.pipeline.rollup import rollup
+    from fleetlens.pipeline.store import Store
+
+    from fleetlens.config import Definitions
+
+    store = root / "store"
+    load_ledger(str(FIXTURES / "e2e_allocations.csv"), str(store))
+    lines = [ln for ln in (FIXTURES / "e2e_samples.ndjson").read_bytes().splitlines()
+             if ln.strip()]
+    frame, _ = decode([Record(0, i, b"n", ln) for i, ln in enumerate(lines)])
+    st = Store(str(store))
+    rows = rollup(frame.drop("_partition", "_offset"), st.read_ledger()[1], Definitions())
+    assert rows.height
+    st.write_rollups("fleetlens.samples", 0, 1, rows)
+    return store
+
+
+def _get(port: int, path: str, token: str | None = None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 @pytest.mark.skipif(not _serve_available(), reason="`fleetlens serve` (fleetlens.api) is not on "
                     "this branch: Infinity routes are checked against dashboards/api_routes.json")
-def test_api_routes_file_matches_the_served_openapi_spec(tmp_path):
-    """Where the API exists: every route, parameter and (where the spec declares it) column
-    the dashboards use is in its OpenAPI spec."""
+def test_infinity_targets_against_the_running_api(tmp_path):
+    """Where the API exists: every route and parameter the dashboards use is in its OpenAPI
+    spec, and every query, sent as Grafana would send it, answers rows with the columns the
+    panel reads."""
+    import hashlib
+
+    store = _fixture_store(tmp_path)
+    config = tmp_path / "fleetlens.toml"
+    digest = hashlib.sha256(API_TOKEN.encode()).hexdigest()
+    config.write_text(f'[api]\ntokens = [{{hash = "sha256:{digest}", tenant = "*"}}]\n')
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    (tmp_path / "store").mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "fleetlens", "serve", "--store",
-                             str(tmp_path / "store"), "--port", str(port)], env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "fleetlens", "--config", str(config), "serve",
+                             "--store", str(store), "--host", "127.0.0.1", "--port", str(port)],
+                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     try:
         spec = None
-        for _ in range(100):
+        for _ in range(150):
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json",
-                                            timeout=2) as r:
-                    spec = json.loads(r.read())
+                spec = _get(port, "/openapi.json")
                 break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read()
                 time.sleep(0.2)
         assert spec, "no /openapi.json from fleetlens serve"
+        assert set(ROUTES) <= set(spec["paths"]), set(ROUTES) - set(spec["paths"])
+        for _, panel, target in infinity_targets():
+            op = spec["paths"][target["url"]]["get"]
+            declared = {p["name"] for p in op.get("parameters", []) if p.get("in") == "query"}
+            params = {p["key"]: p["value"] for p in target["url_options"]["params"]}
+            assert set(params) <= declared, (target["url"], set(params) - declared)
+            for var, value in VARIABLES.items():
+                params = {k: v.replace(var, value) for k, v in params.items()}
+            assert "$" not in json.dumps(params), params
+            rows = _get(port, f"{target['url']}?{urllib.parse.urlencode(params)}", API_TOKEN)
+            assert isinstance(rows, list) and rows, f"{panel['title']}: no rows from {params}"
+            missing = {c["selector"] for c in target["columns"]} - set(rows[0])
+            assert not missing, f"{panel['title']}: {target['url']} has no {missing}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    for _, panel, target in infinity_targets():
-        op = spec["paths"].get(target["url"], {}).get("get")
-        assert op, f"{panel['title']}: GET {target['url']} is not in the API's OpenAPI spec"
-        declared = {p["name"] for p in op.get("parameters", []) if p.get("in") == "query"}
-        used = {p["key"] for p in target["url_options"]["params"]}
-        assert used <= declared, (target["url"], used - declared)
-        columns = _declared_columns(spec, op, target["root_selector"])
-        if columns is not None:
-            assert {c["selector"] for c in target["columns"]} <= columns, target["url"]
-
-
-def _declared_columns(spec: dict, op: dict, root: str) -> set[str] | None:
-    def resolve(s):
-        while isinstance(s, dict) and "$ref" in s:
-            node = spec
-            for part in s["$ref"].lstrip("#/").split("/"):
-                node = node[part]
-            s = node
-        return s
-
-    try:
-        schema = op["responses"]["200"]["content"]["application/json"]["schema"]
-    except KeyError:
-        return None
-    schema = resolve(schema)
-    if root:
-        schema = resolve(schema.get("properties", {}).get(root, {}))
-        schema = resolve(schema.get("items", {}))
-    props = schema.get("properties") if isinstance(schema, dict) else None
-    return set(props) if props else None
 
 
 # -- PromQL metric names ---------------------------------------------------------------------------
