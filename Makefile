@@ -6,13 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test lint bench clean
+.PHONY: help venv demo test lint bench clean dashboards promtool
 
 help:
 	@echo "make demo   - run the whole pipeline on the embedded broker over a simulated week"
 	@echo "make test   - run the test suite (unit + end-to-end through a real Kafka broker)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmarks (prints figures)"
+	@echo "make dashboards - regenerate the Grafana dashboards (dashboards/json/)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +25,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fleetlens demo --store var/demo/store
 
-test: $(STAMP)
+test: $(STAMP) promtool
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -36,3 +37,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
+
+dashboards: $(STAMP)
+	$(BIN)/python dashboards/generate.py
+
+# promtool (Debian's prometheus package) lets tests/test_compose.py run `promtool check config`
+# on deploy/prometheus/; installed only when missing, and only where apt-get can run as root.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus >/dev/null) \
+	      || echo "promtool: install failed; its test will be skipped"; \
+	  else echo "promtool: not installed and cannot apt-get; its test will be skipped"; fi; }

@@ -220,7 +220,24 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from fleetlens.pipeline.job import PipelineJob
 
     cfg = _config(args)
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise UsageError("--metrics-port must be within 0..65535 (0 = off)")
+        cfg.metrics.port = args.metrics_port
     job = PipelineJob(cfg, cfg.store.dir, group_id=args.group)
+    if cfg.metrics.port:
+        from fleetlens.pipeline.metrics import PipelineMetrics
+
+        metrics = PipelineMetrics(stale_after_s=cfg.metrics.gpu_stale_s)
+        job.observers.append(metrics.observe_rollups)
+        job.flush_hooks.append(metrics.update_health)
+        try:
+            metrics.serve(cfg.metrics.port, cfg.metrics.host)
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on {cfg.metrics.host}:"
+                             f"{cfg.metrics.port}: {exc.strerror or exc}") from None
+        print(f"pipeline: metrics on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics",
+              file=sys.stderr, flush=True)
     t0 = time.monotonic()
     stats = job.run(until_idle_s=args.until_idle)
     summary = stats.summary()
@@ -290,6 +307,37 @@ def cmd_report_workloads(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grafana_push(args: argparse.Namespace) -> int:
+    import os
+
+    from fleetlens.grafana_push import DEFAULT_DIR, PushError, push
+
+    token = args.token or os.environ.get("GRAFANA_TOKEN")
+    if not token:
+        raise UsageError("give --token (a Grafana service-account token) or set GRAFANA_TOKEN")
+    if not args.url.startswith(("http://", "https://")):
+        raise UsageError(f"--url {args.url!r} must be an http(s) URL")
+    variables = dict(os.environ)
+    for flag, var in (("prometheus_url", "PROMETHEUS_URL"), ("api_url", "REPORTS_API_URL"),
+                      ("api_token", "REPORTS_API_TOKEN")):
+        if getattr(args, flag):
+            variables[var] = getattr(args, flag)
+    try:
+        result = push(args.url, token, Path(args.dir) if args.dir else DEFAULT_DIR, variables)
+    except PushError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith(("grafana_client", "niquests", "urllib3")):
+            print(f"fleetlens grafana push: Grafana at {args.url}: {exc}", file=sys.stderr)
+            return 1
+        raise
+    print(f"grafana: datasources created {result.datasources_created or '-'}, updated "
+          f"{result.datasources_updated or '-'}; folder "
+          f"{'created' if result.folder_created else 'exists'}; "
+          f"{len(result.dashboards)} dashboards pushed", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fleetlens.demo import run_demo
 
@@ -349,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--group", help="consumer group id")
     sp.add_argument("--until-idle", type=float, metavar="SECONDS",
                     help="exit after flushing once no message arrived for SECONDS")
+    sp.add_argument("--metrics-port", type=int, metavar="PORT",
+                    help="serve Prometheus metrics on PORT (host: [metrics] host; 0 = off)")
 
     alloc = add("allocations", None, "manage the allocation ledger")
     alloc_sub = alloc.add_subparsers(dest="alloc_command", required=True, metavar="ACTION")
@@ -380,6 +430,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from", dest="start", required=True, help="RFC 3339 time or YYYY-MM-DD")
     sp.add_argument("--to", dest="end", required=True, help="RFC 3339 time or YYYY-MM-DD")
     sp.add_argument("--tenant")
+
+    graf = add("grafana", None, "Grafana dashboards and datasources")
+    graf_sub = graf.add_subparsers(dest="grafana_command", required=True, metavar="ACTION")
+    sp = add("push", cmd_grafana_push, "upload the datasources and dashboards through "
+             "Grafana's HTTP API", graf_sub)
+    sp.add_argument("--url", required=True, help="Grafana base URL, e.g. http://grafana:3000")
+    sp.add_argument("--token", help="service-account token (default: $GRAFANA_TOKEN)")
+    sp.add_argument("--dir", help="dashboards directory (default: the repository's dashboards/)")
+    sp.add_argument("--prometheus-url", help="Prometheus URL as Grafana reaches it "
+                    "(default: $PROMETHEUS_URL)")
+    sp.add_argument("--api-url", help="report API URL as Grafana reaches it "
+                    "(default: $REPORTS_API_URL)")
+    sp.add_argument("--api-token", help="report API token for the Infinity datasource "
+                    "(default: $REPORTS_API_TOKEN)")
 
     sp = add("demo", cmd_demo, "broker + simulated week + pipeline + weekly report, end to end")
     sp.add_argument("--store", default="var/demo/store")

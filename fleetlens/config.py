@@ -113,6 +113,16 @@ class SimConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """The pipeline's Prometheus endpoint (`fleetlens pipeline --metrics-port`)."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0 in a container, so Prometheus can reach it
+    port: int = 0  # 0 = no metrics endpoint
+    # A GPU with no closed minute for this long (event or wall-clock time) is 'unavailable'.
+    gpu_stale_s: float = 300.0
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     definitions: Definitions = field(default_factory=Definitions)
@@ -121,6 +131,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def _coerce(section: str, key: str, typ: Any, value: Any, origin: str) -> Any:
@@ -218,6 +229,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[agent] flush_timeout_s must be >= 0")
     if not a.spool_dir:
         raise ConfigError("[agent] spool_dir must not be empty")
+    if not 0 <= cfg.metrics.port <= 65535:
+        raise ConfigError("[metrics] port must be within 0..65535 (0 = off)")
+    if cfg.metrics.gpu_stale_s <= 0:
+        raise ConfigError("[metrics] gpu_stale_s must be > 0")
     if cfg.sim.nodes < 1 or cfg.sim.gpus_per_node < 1 or cfg.sim.tenants < 1:
         raise ConfigError("[sim] nodes, gpus_per_node and tenants must be >= 1")
 
