@@ -112,6 +112,8 @@ class PipelineJob(ConsumerRebalanceListener):
         self.dlq = None
         self.workload_topic = cfg.kafka.workload_topic
         self.workload: dict[int, WorkloadPartition] = {}
+        self.locks: dict = {}  # TopicPartition -> PartitionLock held while assigned
+        self.waiting: set = set()  # assigned, but the previous owner still holds the lock
         self.uuid_models = known_gpu_models(store_dir)
         # Called with the rollup rows of each flush, after they are durable (alerts, live
         # metrics). An observer must not raise; one that does is logged and kept.
@@ -123,25 +125,47 @@ class PipelineJob(ConsumerRebalanceListener):
     # -- rebalance ----------------------------------------------------------------------------
     def on_partitions_revoked(self, revoked) -> None:
         # Drop, don't flush: the next owner resumes from our last checkpoint, and writing now
-        # could race with it.
+        # could race with it. Then let the next owner have the partition's lock.
         for tp in revoked:
             if tp.topic == self.topic:
                 self.parts.pop(tp.partition, None)
             else:
                 self.workload.pop(tp.partition, None)
+            self.waiting.discard(tp)
+            lock = self.locks.pop(tp, None)
+            if lock is not None:
+                lock.release()
 
     def on_partitions_assigned(self, assigned) -> None:
         for tp in assigned:
-            cp = self.store.read_checkpoint(tp.topic, tp.partition)
-            if tp.topic == self.topic:
-                self.parts[tp.partition] = PartitionWindows(tp.partition, cp)
+            lock = self.store.partition_lock(tp.topic, tp.partition)
+            self.locks[tp] = lock
+            if lock.try_acquire():
+                self._take(tp)
             else:
-                self.workload[tp.partition] = WorkloadPartition(cp)
-            if cp.commit_offset is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, cp.commit_offset)
-        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+                # The previous owner has not let go yet: wait, without reading, until it has.
+                self.waiting.add(tp)
+                self.consumer.pause(tp)
+        log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    def _take(self, tp) -> None:
+        """Start owning a partition: resume from its checkpoint in the store."""
+        cp = self.store.read_checkpoint(tp.topic, tp.partition)
+        if tp.topic == self.topic:
+            self.parts[tp.partition] = PartitionWindows(tp.partition, cp)
+        else:
+            self.workload[tp.partition] = WorkloadPartition(cp)
+        if cp.commit_offset is None:
+            self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek(tp, cp.commit_offset)
+
+    def _retry_waiting(self) -> None:
+        for tp in list(self.waiting):
+            if self.locks[tp].try_acquire():
+                self.waiting.discard(tp)
+                self._take(tp)
+                self.consumer.resume(tp)
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self, until_idle_s: float | None = None, assign_timeout_s: float = 120.0) -> JobStats:
@@ -158,17 +182,19 @@ class PipelineJob(ConsumerRebalanceListener):
         last_flush = time.monotonic()
         try:
             while not self.stop_event.is_set():
+                if self.waiting:
+                    self._retry_waiting()
                 t_poll = time.monotonic()
                 polled = self.consumer.poll(timeout_ms=500)
                 now = time.monotonic()
                 if polled:
                     self.stats.seconds["fetch"] += now - t_poll
-                if polled:
                     self._process(polled)
                     last_data = now
-                elif self.parts and last_data is None:
+                assigned = bool(self.parts or self.workload or self.waiting)
+                if not polled and assigned and last_data is None:
                     last_data = now  # assigned; start the idle clock
-                if not self.parts and last_data is None and now - started > assign_timeout_s:
+                if not assigned and last_data is None and now - started > assign_timeout_s:
                     raise TimeoutError(f"no partition assigned within {assign_timeout_s:.0f}s")
                 pending = sum(p.pending_rows for p in self.parts.values())
                 if (now - last_flush >= self.cfg.pipeline.flush_interval_s
@@ -186,6 +212,8 @@ class PipelineJob(ConsumerRebalanceListener):
             self.dlq.flush()
             self.dlq.close()
             self.consumer.close()
+            for lock in self.locks.values():
+                lock.release()
         return self.stats
 
     def _process(self, polled: dict) -> None:
@@ -299,7 +327,13 @@ class PipelineJob(ConsumerRebalanceListener):
         self.dlq.flush()  # dead letters up to here must be durable before the checkpoint
         commits = {}
         written: list[pl.DataFrame] = []
-        for p, part in self.parts.items():
+        for p, part in list(self.parts.items()):
+            if self.store.read_checkpoint(self.topic, p) != part.checkpoint:
+                # Another process wrote this partition since we took it: it is not ours any
+                # more (the lock makes this unlikely; this keeps a stale owner from writing).
+                log.error("partition %d was written by another process; dropping it", p)
+                del self.parts[p]
+                continue
             t0 = time.monotonic()
             closed = part.take_closed(p_cfg.lateness_s, p_cfg.idle_close_s, flush_all)
             t1 = time.monotonic()

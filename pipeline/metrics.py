@@ -329,7 +329,9 @@ class PipelineMetrics:
         if consumer is None:
             return
         try:
-            assigned = sorted(consumer.assignment() or (), key=lambda tp: tp.partition)
+            # The samples topic's partitions (the workload topic's are few and not windowed).
+            assigned = sorted((tp for tp in consumer.assignment() or ()
+                               if tp.topic == job.topic), key=lambda tp: tp.partition)
         except Exception:  # noqa: BLE001 - a consumer mid-rebalance
             assigned = []
         self.assigned.set(len(assigned))

@@ -74,6 +74,41 @@ def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
     _fsync_dir(path.parent)
 
 
+class PartitionLock:
+    """Exclusive ownership of one topic partition's files in this store.
+
+    Kafka's group protocol can briefly give a partition to a new member while the old one
+    has not yet noticed the rebalance (a slow poll, a long flush). Two writers of one
+    partition would overwrite each other's sequence files, so the owner holds an flock on
+    the partition's lock file for as long as it is assigned; a newcomer waits for it. (flock
+    is per host: workers on several machines need a store with its own fencing.)
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        import fcntl
+
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
@@ -115,6 +150,9 @@ class Store:
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self, topic: str, partition: int) -> Path:
         return self.root / "checkpoints" / _safe(topic) / f"p{partition:04d}.json"
+
+    def partition_lock(self, topic: str, partition: int) -> PartitionLock:
+        return PartitionLock(self.root / "checkpoints" / _safe(topic) / f"p{partition:04d}.lock")
 
     def read_checkpoint(self, topic: str, partition: int) -> Checkpoint:
         path = self._checkpoint_path(topic, partition)

@@ -348,8 +348,7 @@ def exported() -> set[str]:
     if importlib.util.find_spec("fleetlens.collectors.agent_metrics"):
         from fleetlens.collectors import agent_metrics
 
-        registry = getattr(agent_metrics, "REGISTRY", None) or agent_metrics.AgentMetrics().registry
-        names |= exported_names(registry)
+        names |= exported_names(agent_metrics.make_registry(agent_metrics.AgentMetrics()))
     return names
 
 

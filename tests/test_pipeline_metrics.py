@@ -245,7 +245,7 @@ class FakeConsumer:
 def test_lag_uses_highwater_and_falls_back_to_end_offsets():
     t0, t1 = TopicPartition("s", 0), TopicPartition("s", 1)
     part = SimpleNamespace(pending_rows=7, checkpoint=SimpleNamespace(commit_offset=3))
-    job = SimpleNamespace(stats=JobStats(), parts={0: part},
+    job = SimpleNamespace(stats=JobStats(), parts={0: part}, topic="s",
                           consumer=FakeConsumer({t0: 10}, {t1: 25}, {t0: 4, t1: 20}))
     metrics = PipelineMetrics()
     metrics.update_health(job)
