@@ -155,10 +155,14 @@ def write_config(path: Path, body: str) -> Path:
 
 
 def receiver_toml(name: str, url: str, fmt: str = "json", **extra) -> str:
-    lines = ["[[receivers]]", f'name = "{name}"', f'url = "{url}"', f'format = "{fmt}"',
-             'retry_initial = "0.1s"', 'retry_max = "0.5s"', 'timeout = "2s"']
+    lines = ["[[receivers]]", f'name = "{name}"', f'url = "{url}"', f'format = "{fmt}"']
+    extra = {"retry_initial": "0.1s", "retry_max": "0.5s", "timeout": "2s", **extra}
     for k, v in extra.items():
-        lines.append(f"{k} = {json.dumps(v)}")
+        if isinstance(v, dict):
+            inner = ", ".join(f"{json.dumps(a)} = {json.dumps(b)}" for a, b in v.items())
+            lines.append(f"{k} = {{ {inner} }}")
+        else:
+            lines.append(f"{k} = {json.dumps(v)}")
     return "\n".join(lines) + "\n"
 
 
