@@ -330,6 +330,19 @@ enabled = false  # the clock jumps an hour without samples: NodeStale would join
             a.stop()
 
 
+def test_stop_sends_what_group_interval_held_back(tmp_path):
+    with Recorder() as rec:
+        a = alerting(tmp_path, IDLE_NOW.replace('group_interval = "0s"',
+                                                'group_interval = "1h"')
+                     + receiver_toml("r", rec.url))
+        a.evaluator.process(rollups(minutes(0, 1, state="idle")))
+        rec.wait_for(1)
+        a.evaluator.process(rollups([row(T0 + 60)]))  # resolved, held for an hour ...
+        assert a.deliverer.drain(5) and len(rec.ok) == 1
+        a.stop()  # ... but sent (and delivered within shutdown_drain) at stop
+        assert [x["status"] for x in rec.ok[1]["alerts"]] == ["resolved"]
+
+
 def test_routing_by_tenant_and_severity(tmp_path):
     with Recorder() as acme, Recorder() as critical, Recorder() as everyone:
         a = alerting(tmp_path, IDLE_NOW

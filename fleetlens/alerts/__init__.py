@@ -4,7 +4,8 @@
     alerting.attach(job)      # rollup observer + flush hook on a PipelineJob
     alerting.start()          # delivery threads
     ...
-    alerting.stop()           # save state, give receivers shutdown_drain seconds, stop
+    alerting.stop()           # send what group_interval held back, save the state,
+                              # give receivers shutdown_drain seconds, stop
 
 `alerting.metrics` is a prometheus_client Collector (see fleetlens.alerts.metrics).
 """
@@ -51,7 +52,7 @@ class Alerting:
 
     def stop(self) -> None:
         try:
-            self.evaluator.save()
+            self.evaluator.final()
             self.deliverer.stop(self.cfg.shutdown_drain)
         finally:
             self.lock.release()

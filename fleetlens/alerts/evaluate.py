@@ -127,6 +127,12 @@ class Evaluator:
         self._time_in_rules = 0.0
         return queued
 
+    def final(self) -> list[dict]:
+        """At shutdown: queue what group_interval still holds back, then save."""
+        queued = self.notifier.dispatch(self.book, self.clock(), force=True)
+        self.save()
+        return queued
+
     def process(self, rows: pl.DataFrame | None = None, health: Health | None = None,
                 arrivals: dict[str, float] | None = None) -> list[dict]:
         """observe + tick: what one pipeline flush does (handy outside the pipeline)."""

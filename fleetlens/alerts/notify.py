@@ -7,6 +7,8 @@ pagerduty receivers use: one event per alert). For each (receiver, group):
 * the first notification goes out at the first evaluation that sees a firing alert;
 * a change (an alert starts firing, or a notified alert resolves) is sent at most every
   `group_interval`; changes within it are batched into the next notification;
+* when the pipeline stops, changes still held back by group_interval are sent (a batch run
+  such as `--until-idle` tells everything it found);
 * an alert that fired and resolved before the receiver was told (within one batch of rollups,
   e.g. during a backfill, or within group_interval) is still told: as firing, then resolved;
 * with nothing changed, the firing alerts are re-sent every `repeat_interval`.
@@ -82,8 +84,9 @@ class Notifier:
             return ["..."]
         return r.group_by or self.cfg.group_by
 
-    def dispatch(self, book: AlertBook, now: float) -> list[dict]:
-        """Queue every notification that is due now; returns them."""
+    def dispatch(self, book: AlertBook, now: float, force: bool = False) -> list[dict]:
+        """Queue every notification that is due now (with `force`, every change held back
+        by group_interval too); returns them."""
         firing = book.firing()
         resolved = book.take_resolved()
         out = []
@@ -109,7 +112,7 @@ class Notifier:
                     g.unsent.append(alert_dict(inst))
             for g in sorted((g for g in self.groups.values() if g.receiver == r.name),
                             key=lambda g: g.group_key):
-                n = self._group(r, g, current.get(g.group_key, []), now)
+                n = self._group(r, g, current.get(g.group_key, []), now, force)
                 if n is not None:
                     out.append(n)
         # Groups of receivers no longer configured are dropped.
@@ -126,13 +129,15 @@ class Notifier:
             g = self.groups[key] = Group(r.name, gk, glabels, created=now)
         return g
 
-    def _group(self, r: Receiver, g: Group, alerts: list[Instance], now: float) -> dict | None:
+    def _group(self, r: Receiver, g: Group, alerts: list[Instance], now: float,
+               force: bool = False) -> dict | None:
         fps = sorted(i.fingerprint for i in alerts)
         # A notified alert that is neither firing nor resolved any more (re-routed by a
         # config change) is simply forgotten.
         g.sent = [fp for fp in g.sent if fp in fps]
         changed = bool(set(fps) - set(g.sent)) or bool(g.pending_resolved) or bool(g.unsent)
-        interval_ok = g.last_sent is None or now - g.last_sent >= self.cfg.group_interval
+        interval_ok = (force or g.last_sent is None
+                       or now - g.last_sent >= self.cfg.group_interval)
         repeat_due = (bool(fps) and not changed and g.last_sent is not None
                       and now - g.last_sent >= self.cfg.repeat_interval)
         notification = None

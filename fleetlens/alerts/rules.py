@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from fleetlens.alerts.config import AlertsConfig, RuleConfig, format_duration
-from fleetlens.alerts.state import AlertBook, Instance
+from fleetlens.alerts.state import FIRING, AlertBook, Instance
 from fleetlens.alerts.xid import CRITICAL_CODES, meaning
 
 IDLE = "GpuIdleWhileAllocated"
@@ -100,6 +100,16 @@ def _runs(frame: pl.DataFrame, kind: pl.Expr, figures: list[pl.Expr]) -> pl.Data
                  .last(), *figures))
 
 
+def _relevant(runs: pl.DataFrame, book: AlertBook, alertnames: tuple[str, ...]) -> pl.DataFrame:
+    """Runs that can change something: a true condition, or a false one that may end an
+    instance (it follows a true run, or its GPU has an open instance)."""
+    open_subjects = [i.key.split("|", 1)[1] for i in book.instances.values()
+                     if i.alertname in alertnames]
+    after_true = (pl.col("_kind").shift(1).over("_subj") != 0).fill_null(False)
+    return runs.filter((pl.col("_kind") != 0) | after_true
+                       | pl.col("_subj").is_in(open_subjects))
+
+
 @dataclass
 class Context:
     book: AlertBook
@@ -124,6 +134,7 @@ class IdleRule:
             pl.col("fb_used_max_mib").last(), pl.col("power_w_mean").last(),
             pl.col("gpu_util_mean").last(), pl.col("idle_s").sum(), pl.col("observed_s").sum()])
         book = ctx.book
+        runs = _relevant(runs, book, (IDLE, IDLE_HELD))
         for r in runs.iter_rows(named=True):
             subj, start, end = r["_subj"], float(r["_start"]), float(r["_end"]) + 60
             kind = r["_kind"]
@@ -139,8 +150,8 @@ class IdleRule:
             labels = {"severity": sev, **gpu_labels(r)}
             for_s = rc.get("for", tenant)
             inst = book.active(self.name, alertname, subj, labels, start, end, for_s)
-            if inst is None:
-                continue
+            if inst is None or inst.state != FIRING:
+                continue  # annotations are only ever sent for firing alerts
             idle_for = end - inst.active_since
             inst.value = idle_for
             what = "idle with memory held" if kind == 2 else "idle"
@@ -173,10 +184,11 @@ class ThrottleRule:
                 & (pl.col("observed_s") > 0)
                 & (pl.col("throttled_s") >= ratio * pl.col("observed_s"))
                 & (pl.col("busy_s") >= ratio * pl.col("observed_s")))
-        runs = _runs(rows, cond.cast(pl.Int8), [
+        runs = _runs(rows, cond.cast(pl.Int32), [
             pl.col("throttled_s").sum(), pl.col("observed_s").sum(),
             pl.col("temp_max_c").max(), pl.col("power_w_mean").mean()])
         book = ctx.book
+        runs = _relevant(runs, book, (THROTTLED,))
         for r in runs.iter_rows(named=True):
             subj, start, end = r["_subj"], float(r["_start"]), float(r["_end"]) + 60
             if not r["_kind"]:
@@ -186,7 +198,7 @@ class ThrottleRule:
             labels = {"severity": rc.get("severity", tenant), **gpu_labels(r)}
             for_s = rc.get("for", tenant)
             inst = book.active(self.name, THROTTLED, subj, labels, start, end, for_s)
-            if inst is None:
+            if inst is None or inst.state != FIRING:
                 continue
             share = r["throttled_s"] / r["observed_s"] if r["observed_s"] else None
             inst.value = share
