@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test lint bench clean
+.PHONY: help venv demo test lint bench clean promtool
 
 help:
 	@echo "make demo   - run the whole pipeline on the embedded broker over a simulated week"
@@ -24,7 +24,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fleetlens demo --store var/demo/store
 
-test: $(STAMP)
+# promtool (Debian's prometheus package) checks and unit-tests dashboards/alerts/*.yml;
+# installed when missing, else those tests are skipped with a reason.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || \
+	  apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
+	  { apt-get update >/dev/null 2>&1 && \
+	    apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; } || \
+	  echo "promtool unavailable (apt-get install prometheus): its tests will be skipped"
+
+test: $(STAMP) promtool
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
