@@ -456,6 +456,17 @@ def test_one_evaluating_process_per_store(tmp_path):
     alerting(tmp_path, IDLE_NOW).stop()  # released on stop
 
 
+def test_corrupt_state_is_a_one_line_error(tmp_path):
+    from fleetlens.config import ConfigError
+
+    (tmp_path / "store" / "alerts").mkdir(parents=True)
+    (tmp_path / "store" / "alerts" / "state.json").write_text('{"version": 1, "book": ')
+    with pytest.raises(ConfigError, match=r"state.json is not valid JSON .*start afresh"):
+        alerting(tmp_path, IDLE_NOW)
+    (tmp_path / "store" / "alerts" / "state.json").unlink()
+    alerting(tmp_path, IDLE_NOW).stop()  # the lock was released on the way out
+
+
 # -- metrics -----------------------------------------------------------------------------------
 def test_metrics_exposition(tmp_path):
     with Recorder(statuses=[500]) as rec:

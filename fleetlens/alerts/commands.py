@@ -70,12 +70,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     for name in RULE_SPECS:
         rc = cfg.rules[name]
         state = "on " if rc.values["enabled"] else "off"
-        values = ", ".join(
-            f"{k}={format_duration(v) if isinstance(v, float) and k in _DURATION_KEYS else v}"
-            for k, v in rc.values.items() if k != "enabled")
+        values = ", ".join(_show(k, v) for k, v in rc.values.items() if k != "enabled")
         print(f"  rule {name:9} {state} {'/'.join(ALERTNAMES[name])}: {values}")
         for tenant, over in sorted(rc.tenants.items()):
-            print(f"      tenant {tenant}: {over}")
+            print(f"      tenant {tenant}: {', '.join(_show(k, v) for k, v in over.items())}")
     for r in cfg.receivers:
         route = []
         if r.tenants:
@@ -90,6 +88,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  group_by={cfg.group_by} group_interval={format_duration(cfg.group_interval)} "
           f"repeat_interval={format_duration(cfg.repeat_interval)} outbox_max={cfg.outbox_max}")
     return 0
+
+
+def _show(key: str, value) -> str:
+    if key in _DURATION_KEYS and isinstance(value, float):
+        return f"{key}={format_duration(value)}"
+    return f"{key}={value}"
 
 
 _DURATION_KEYS = {"for", "window", "min_basis", "clear_after", "min_after", "forget_after",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fleetlens.config import ConfigError
 from fleetlens.pipeline.store import atomic_write_bytes
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
@@ -162,9 +163,12 @@ class StateFile:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"{self.path}: unsupported alert state version "
-                             f"{data.get('version')!r}")
+        except ValueError as exc:
+            raise ConfigError(f"alert state {self.path} is not valid JSON ({exc}); move it "
+                              "away to start afresh") from None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise ConfigError(f"alert state {self.path}: unsupported version "
+                              f"{data.get('version') if isinstance(data, dict) else None!r}")
         return data
 
     def save(self, data: dict[str, Any]) -> None:
