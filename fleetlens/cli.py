@@ -238,8 +238,21 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                              f"{cfg.metrics.port}: {exc.strerror or exc}") from None
         print(f"pipeline: metrics on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics",
               file=sys.stderr, flush=True)
+    alerting = None
+    if args.alerts:
+        from fleetlens.alerts import Alerting
+
+        alerting = Alerting.from_file(args.alerts, cfg.store.dir)
+        alerting.attach(job)
+        if cfg.metrics.port:
+            metrics.registry.register(alerting.metrics)  # outbox size, delivery failures
+        alerting.start()
     t0 = time.monotonic()
-    stats = job.run(until_idle_s=args.until_idle)
+    try:
+        stats = job.run(until_idle_s=args.until_idle)
+    finally:
+        if alerting is not None:
+            alerting.stop()
     summary = stats.summary()
     summary["seconds"] = round(time.monotonic() - t0, 2)
     print("pipeline: " + json.dumps(summary), file=sys.stderr)
@@ -338,6 +351,14 @@ def cmd_grafana_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from fleetlens.alerts import commands
+
+        return getattr(commands, name)(args)
+    return run
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fleetlens.demo import run_demo
 
@@ -399,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="exit after flushing once no message arrived for SECONDS")
     sp.add_argument("--metrics-port", type=int, metavar="PORT",
                     help="serve Prometheus metrics on PORT (host: [metrics] host; 0 = off)")
+    sp.add_argument("--alerts", metavar="FILE",
+                    help="evaluate alert rules and notify receivers (TOML; docs/alerting.md)")
 
     alloc = add("allocations", None, "manage the allocation ledger")
     alloc_sub = alloc.add_subparsers(dest="alloc_command", required=True, metavar="ACTION")
@@ -444,6 +467,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: $REPORTS_API_URL)")
     sp.add_argument("--api-token", help="report API token for the Infinity datasource "
                     "(default: $REPORTS_API_TOKEN)")
+
+    al = add("alerts", None, "alert rules and receivers (docs/alerting.md)")
+    al_sub = al.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    sp = add("test", _alerts("cmd_test"), "send a sample alert to each configured receiver",
+             al_sub)
+    sp.add_argument("--config", dest="alerts_config", required=True, metavar="FILE",
+                    help="alerts TOML file")
+    sp.add_argument("--receiver", help="only this receiver")
+    sp.add_argument("--resolve", action="store_true", help="also send the resolve")
+    sp = add("check", _alerts("cmd_check"), "validate an alerts file and print its rules",
+             al_sub)
+    sp.add_argument("--config", dest="alerts_config", required=True, metavar="FILE",
+                    help="alerts TOML file")
+    sp = add("receiver", _alerts("cmd_receiver"),
+             "a webhook receiver that prints the alerts it gets", al_sub)
+    sp.add_argument("--port", type=int, default=9095, help="port (0: any free port)")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--hmac-secret", help="reject bodies without this HMAC signature")
+    sp.add_argument("--bearer-token", help="reject requests without this bearer token")
+    sp.add_argument("--out", metavar="FILE", help="also append each body to FILE (NDJSON)")
+    sp.add_argument("--status", type=int, default=200, help="HTTP status to answer with")
 
     sp = add("demo", cmd_demo, "broker + simulated week + pipeline + weekly report, end to end")
     sp.add_argument("--store", default="var/demo/store")

@@ -87,6 +87,9 @@ GPU_GAUGES = (
      "Largest framebuffer use in the GPU's newest closed minute", "fb_bytes"),
     ("fleetlens_gpu_window_timestamp_seconds",
      "Start of the GPU's newest closed minute (event time, Unix seconds)", "minute_s"),
+    ("fleetlens_gpu_throttled_ratio",
+     "Share of the GPU's newest closed minute with a clock-event (throttle) reason",
+     "throttled"),
 )
 
 _KEY = ("node", "gpu", "uuid", "mig_instance")
@@ -101,6 +104,7 @@ class GpuWindow:
     state: str
     values: dict[str, float | None]
     seen_at: float  # wall clock of the flush that brought it
+    xid: tuple[int, float] | None = None  # (last XID code, minute it was seen), kept
 
 
 def latest_windows(rows: pl.DataFrame) -> pl.DataFrame:
@@ -134,6 +138,8 @@ def latest_windows(rows: pl.DataFrame) -> pl.DataFrame:
         (pl.col("fb_used_max_mib").max() * 1024.0 * 1024.0).alias("fb_bytes"),
         pl.when(pl.col("mfu_basis_s").sum() > 0)
         .then(pl.col("mfu_s").sum() / pl.col("mfu_basis_s").sum()).alias("mfu"),
+        pl.when(sec.sum() > 0).then(pl.col("throttled_s").sum() / sec.sum()).alias("throttled"),
+        pl.col("xid_last").filter(pl.col("xid_count") > 0).last().alias("xid"),
     ).sort(key)
 
 
@@ -172,6 +178,13 @@ class _GpuCollector(Collector):
         tenant_f = GaugeMetricFamily(
             "fleetlens_tenant_gpus", "Number of GPUs of the tenant in each state "
             "(tenant=\"\": unallocated)", labels=["tenant", "state"])
+        xid_f = GaugeMetricFamily(
+            "fleetlens_gpu_xid_last_seen_timestamp_seconds", "Minute (event time) in which "
+            "the GPU last reported an XID, by code", labels=[*GPU_LABELS, "xid"])
+        node_f = GaugeMetricFamily(
+            "fleetlens_node_window_timestamp_seconds", "Start of the newest closed minute of "
+            "any GPU of the node (event time, Unix seconds)", labels=["node"])
+        node_newest: dict[str, float] = {}
         per_tenant: dict[str, dict[str, int]] = {}
         for key in sorted(gpus):
             w: GpuWindow = gpus[key]
@@ -180,6 +193,10 @@ class _GpuCollector(Collector):
                 v = w.minute_s if col == "minute_s" else w.values.get(col)
                 if v is not None:
                     families[name].add_metric(labels, float(v))
+            if w.xid is not None:
+                xid_f.add_metric([*labels, str(w.xid[0])], w.xid[1])
+            node = w.labels["node"]
+            node_newest[node] = max(node_newest.get(node, w.minute_s), w.minute_s)
             state = states.get(key, w.state)
             for s in STATES:
                 state_f.add_metric([*labels, s], 1.0 if s == state else 0.0)
@@ -188,9 +205,13 @@ class _GpuCollector(Collector):
         for tenant in sorted(per_tenant):
             for s in STATES:
                 tenant_f.add_metric([tenant, s], float(per_tenant[tenant][s]))
+        for node in sorted(node_newest):
+            node_f.add_metric([node], node_newest[node])
         yield from families.values()
         yield state_f
         yield tenant_f
+        yield xid_f
+        yield node_f
 
 
 class PipelineMetrics:
@@ -263,12 +284,14 @@ class PipelineMetrics:
                     "node": r["node"], "gpu": str(r["gpu"]), "uuid": r["uuid"],
                     "mig_instance": "" if r["mig_instance"] is None else str(r["mig_instance"]),
                 }
+                xid = (r["xid"], minute_s) if r["xid"] is not None else \
+                    (old.xid if old is not None else None)
                 self.gpus[key] = GpuWindow(
                     labels=labels, minute_s=minute_s,
                     state=window_state(r["busy_s"], r["idle_s"], r["idle_held_s"]),
                     values={c: r[c] for c in ("util", "sm_active", "tensor_active", "mfu",
-                                              "power", "fb_bytes")},
-                    seen_at=now)
+                                              "power", "fb_bytes", "throttled")},
+                    seen_at=now, xid=xid)
                 if self.newest_minute_s is None or minute_s > self.newest_minute_s:
                     self.newest_minute_s = minute_s
             self._forget(now)
