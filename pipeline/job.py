@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 from fleetlens.pipeline.decode import DeadLetter, Record, decode
-from fleetlens.pipeline.rollup import rollup_with_state
+from fleetlens.pipeline.rollup import aggregate, correction, prepare
 from fleetlens.pipeline.store import Checkpoint, Store
+from fleetlens.pipeline.tenancy import changed_spans
 from fleetlens.pipeline.windows import PartitionWindows, energy_state_to_rows
 from fleetlens.pipeline.workload import InvalidReport, parse_report, report_row, rows_frame
 from kafka import ConsumerRebalanceListener, TopicPartition
@@ -33,7 +34,6 @@ from kafka.structs import OffsetAndMetadata
 
 from fleetlens.config import Config
 from fleetlens.kafka_client import ensure_topics, make_consumer, make_producer
-from fleetlens.schema import encode_sample
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ class JobStats:
     messages: int = 0
     samples: int = 0
     dead_letters: Counter = field(default_factory=Counter)  # by reason class
-    late: int = 0
+    late: int = 0  # samples for windows already closed: merged as corrections
+    late_duplicates: int = 0  # ... of which already in the store (dropped as duplicates)
+    ledger_corrections: int = 0  # correction rows written after a ledger change
     replayed_skipped: int = 0
     rollup_rows: int = 0
     files_written: int = 0
@@ -64,6 +66,8 @@ class JobStats:
             "messages": self.messages, "samples": self.samples,
             "dead_letters": sum(self.dead_letters.values()),
             "dead_letter_reasons": dict(self.dead_letters), "late": self.late,
+            "late_duplicates": self.late_duplicates,
+            "ledger_corrections": self.ledger_corrections,
             "replayed_skipped": self.replayed_skipped, "rollup_rows": self.rollup_rows,
             "files_written": self.files_written, "unknown_models": dict(self.unknown_models),
             "stage_seconds": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
@@ -244,12 +248,10 @@ class PipelineJob(ConsumerRebalanceListener):
                 continue  # revoked mid-poll; the next owner replays it
             late, skipped = part.accept(rows)
             self.stats.replayed_skipped += skipped
-            for row in late.iter_rows(named=True):
-                self.stats.late += 1
-                self._dead_letter(DeadLetter(
-                    row["_partition"], row["_offset"], row["node"], encode_sample(row),
-                    f"late: window {int(row['ts'] // 60 * 60)} of node {row['node']} "
-                    "already closed"))
+            if late.height:
+                # Merged into the store as a correction at the next flush, never dropped.
+                self.stats.late += late.height
+                part.late.append(late)
         self.stats.seconds["window"] += time.monotonic() - t1
 
     def _process_workload(self, partition: int, records: list) -> None:
@@ -320,6 +322,52 @@ class PipelineJob(ConsumerRebalanceListener):
             self.ledger_version, self.ledger = self.store.read_ledger()
             log.info("using allocation ledger %s", self.ledger_version)
 
+    @property
+    def ledger_num(self) -> int:
+        return self.store.ledger_version(self.ledger_version)
+
+    def _ledger_corrections(self, p: int, part: PartitionWindows) -> pl.DataFrame | None:
+        """Correction rows that move the partition's written windows from the ledger version
+        they were attributed with to the current one. Only node-minutes around allocations
+        that differ between the two versions are recomputed, from the raw archive."""
+        old = self.store.read_ledger_version(part.ledger_version)
+        spans = changed_spans(old, self.ledger)
+        if spans.height == 0:
+            return None
+        raw = self.store.read_raw(self.topic, p, part.checkpoint.seq,
+                                  spans["node"].unique().to_list(),
+                                  spans["start_ts"].min() - 3600, spans["end_ts"].max() + 60)
+        if raw is None or raw.height == 0:
+            return None
+        # Samples whose interval can reach into a changed span of their node.
+        hits = raw.with_row_index("_r").join(spans, on="node").filter(
+            (pl.col("ts") + pl.col("interval_s") > pl.col("start_ts") - 60)
+            & (pl.col("ts") < pl.col("end_ts") + 60))
+        affected = raw.with_row_index("_r").filter(
+            pl.col("_r").is_in(hits["_r"].unique().implode())).drop("_r")
+        new = aggregate(affected, self.ledger, self.cfg.definitions, self.cfg.tenancy)
+        was = aggregate(affected, old, self.cfg.definitions, self.cfg.tenancy)
+        rows = correction(new, was)
+        self.stats.ledger_corrections += rows.height
+        return rows
+
+    def _merge_late(self, p: int, part: PartitionWindows) -> pl.DataFrame:
+        """Late samples not already in the archive, prepared for aggregation. Their energy is
+        power x time: counter deltas need the neighbouring samples in order."""
+        late = pl.concat(part.late, how="vertical_relaxed").drop("_partition", "_offset")
+        part.late = []
+        late = late.unique(subset=["uuid", "mig_instance", "ts"], keep="first",
+                           maintain_order=True)
+        archived = self.store.read_raw(self.topic, p, part.checkpoint.seq,
+                                       late["node"].unique().to_list(),
+                                       late["ts"].min(), late["ts"].max() + 1)
+        if archived is not None and archived.height:
+            before = late.height
+            late = late.join(archived.select("uuid", "mig_instance", "ts"),
+                             on=["uuid", "mig_instance", "ts"], how="anti", nulls_equal=True)
+            self.stats.late_duplicates += before - late.height
+        return late.with_columns((pl.col("power_w") * pl.col("interval_s")).alias("_energy"))
+
     def flush(self, flush_all: bool = False) -> None:
         """Close due windows, write their rollups, checkpoint, then commit to Kafka."""
         self._reload_ledger_if_changed()
@@ -340,14 +388,33 @@ class PipelineJob(ConsumerRebalanceListener):
             self.stats.seconds["window"] += t1 - t0
             cp = part.checkpoint
             seq = cp.seq
+            defs, tenancy = self.cfg.definitions, self.cfg.tenancy
+            raw_parts: list[pl.DataFrame] = []
+            row_parts: list[pl.DataFrame] = []
+            if part.ledger_version != self.ledger_num:
+                corrections = self._ledger_corrections(p, part)
+                if corrections is not None and corrections.height:
+                    row_parts.append(corrections)
+                part.ledger_version = self.ledger_num
             if closed.height:
-                rows, part.energy_state = rollup_with_state(
-                    closed.drop("_partition", "_offset"), self.ledger, self.cfg.definitions,
-                    self.cfg.tenancy, part.energy_state)
+                prepared, part.energy_state = prepare(closed.drop("_partition", "_offset"),
+                                                      part.energy_state)
+                raw_parts.append(prepared)
+                row_parts.append(aggregate(prepared, self.ledger, defs, tenancy))
+            if part.late:
+                merged = self._merge_late(p, part)
+                if merged.height:
+                    raw_parts.append(merged)
+                    row_parts.append(aggregate(merged, self.ledger, defs, tenancy))
+            if row_parts:
+                rows = pl.concat(row_parts)
                 t2 = time.monotonic()
                 self.stats.seconds["rollup"] += t2 - t1
                 t1 = t2
                 seq += 1
+                if raw_parts:
+                    self.store.write_raw(self.topic, p, seq,
+                                         pl.concat(raw_parts, how="vertical_relaxed"))
                 self.store.write_rollups(self.topic, p, seq, rows)
                 written.append(rows)
                 self.stats.rollup_rows += rows.height
@@ -360,7 +427,8 @@ class PipelineJob(ConsumerRebalanceListener):
             new_cp = Checkpoint(seq=seq, commit_offset=commit,
                                 consumed_offset=max(consumed, cp.consumed_offset),
                                 closed=dict(part.closed),
-                                energy=energy_state_to_rows(part.energy_state))
+                                energy=energy_state_to_rows(part.energy_state),
+                                ledger_version=part.ledger_version)
             if new_cp != cp:
                 self.store.write_checkpoint(self.topic, p, new_cp)
                 part.checkpoint = new_cp

@@ -41,13 +41,13 @@ ROLLUP_SCHEMA: dict[str, pl.DataType] = {
     "tenant": pl.String, "tenant_source": pl.String,
     "mig_profile": pl.String, "model": pl.String, "model_key": pl.String,
     "cluster": pl.String, "namespace": pl.String, "job_id": pl.String,
-    "samples": pl.UInt32, "observed_s": pl.Float64, "busy_s": pl.Float64,
+    "samples": pl.Int64, "observed_s": pl.Float64, "busy_s": pl.Float64,
     "low_eff_s": pl.Float64, "idle_s": pl.Float64, "idle_held_s": pl.Float64,
     "unavailable_s": pl.Float64,
     "gpu_util_mean": pl.Float64, "sm_active_mean": pl.Float64,
     "tensor_active_mean": pl.Float64, "power_w_mean": pl.Float64,
     "energy_j": pl.Float64, "temp_max_c": pl.Float64, "fb_used_max_mib": pl.Float64,
-    "xid_count": pl.UInt32, "xid_last": pl.Int64, "throttled_s": pl.Float64,
+    "xid_count": pl.Int64, "xid_last": pl.Int64, "throttled_s": pl.Float64,
     "mfu_s": pl.Float64, "mfu_basis_s": pl.Float64, "mfu_busy_basis_s": pl.Float64,
 }
 
@@ -165,8 +165,23 @@ def rollup_with_state(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definit
     state = empty_energy_state() if energy_state is None else energy_state
     if samples.height == 0:
         return pl.DataFrame(schema=ROLLUP_SCHEMA), state
+    s, state = prepare(samples, state)
+    return aggregate(s, ledger, defs, tenancy), state
+
+
+def prepare(samples: pl.DataFrame, energy_state: pl.DataFrame
+            ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Deduplicate and give each sample its energy (`_energy`): the form kept in the raw
+    archive, from which any window can be recomputed exactly."""
     s = samples.unique(subset=[*GPU_KEY, "ts"], keep="first", maintain_order=True)
-    s, state = sample_energy(s, state)
+    return sample_energy(s, energy_state)
+
+
+def aggregate(s: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions,
+              tenancy: TenancyConfig | None = None) -> pl.DataFrame:
+    """Prepared samples (see prepare) -> rollup rows."""
+    if s.height == 0:
+        return pl.DataFrame(schema=ROLLUP_SCHEMA)
     s = classify(split_into_pieces(s.with_columns(pl.col("ts").alias("_ts0")), ledger), defs)
     s = attribute(s, ledger, tenancy)
     sec = pl.col("_secs")
@@ -180,7 +195,7 @@ def rollup_with_state(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definit
         pl.col("cluster").drop_nulls().last(), pl.col("namespace").drop_nulls().last(),
         pl.col("job_id").drop_nulls().last(),
         # Counted once, on the part where the sample starts (a cut sample has several parts).
-        (pl.col("ts") == pl.col("_ts0")).sum().cast(pl.UInt32).alias("samples"),
+        (pl.col("ts") == pl.col("_ts0")).sum().cast(pl.Int64).alias("samples"),
         sec.sum().alias("observed_s"),
         sec.filter(pl.col("_busy")).sum().alias("busy_s"),
         sec.filter(pl.col("_low")).sum().alias("low_eff_s"),
@@ -193,7 +208,7 @@ def rollup_with_state(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definit
         pl.col("temp_c").max().alias("temp_max_c"),
         pl.col("fb_used_mib").max().alias("fb_used_max_mib"),
         (pl.col("xid").is_not_null() & (pl.col("ts") == pl.col("_ts0"))).sum()
-        .cast(pl.UInt32).alias("xid_count"),
+        .cast(pl.Int64).alias("xid_count"),
         pl.col("xid").drop_nulls().last().alias("xid_last"),
         sec.filter(pl.col("throttle").fill_null(0) > 0).sum().alias("throttled_s"),
         (pl.col("_mfu") * sec).sum().alias("mfu_s"),
@@ -201,5 +216,32 @@ def rollup_with_state(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definit
         sec.filter(pl.col("_mfu").is_not_null() & pl.col("_busy")).sum()
         .alias("mfu_busy_basis_s"),
     )
-    rows = out.select([pl.col(c).cast(t) for c, t in ROLLUP_SCHEMA.items()]).sort(KEYS[:5])
-    return rows, state
+    return out.select([pl.col(c).cast(t) for c, t in ROLLUP_SCHEMA.items()]).sort(KEYS[:5])
+
+
+# Columns that add up across rows: the only ones a correction row carries.
+SUM_COLUMNS = ["samples", "observed_s", "busy_s", "low_eff_s", "idle_s", "idle_held_s",
+               "unavailable_s", "energy_j", "xid_count", "throttled_s", "mfu_s", "mfu_basis_s",
+               "mfu_busy_basis_s"]
+_DESCRIPTIVE = ["mig_profile", "model", "model_key", "cluster", "namespace", "job_id"]
+
+
+def correction(new: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
+    """Rows that turn the sums of `old` into those of `new` when added to them.
+
+    Used when the same samples are attributed again (a corrected ledger): stored rows stay,
+    and these rows carry the differences. Means and maxima are left null on them; every
+    report aggregates rollups with sum(), so the corrected totals are exact.
+    """
+    cols = [*KEYS, *_DESCRIPTIVE, *SUM_COLUMNS]
+    both = new.select(cols).join(old.select(cols), on=KEYS, how="full", coalesce=True,
+                                 nulls_equal=True, suffix="_old")
+    out = both.with_columns(
+        *[pl.coalesce(c, f"{c}_old") for c in _DESCRIPTIVE],
+        *[(pl.col(c).fill_null(0) - pl.col(f"{c}_old").fill_null(0)).alias(c)
+          for c in SUM_COLUMNS])
+    changed = pl.any_horizontal([pl.col(c).abs() > 1e-9 for c in SUM_COLUMNS])
+    out = out.filter(changed)
+    return pl.DataFrame(schema=ROLLUP_SCHEMA).vstack(
+        out.select([pl.col(c).cast(t) if c in out.columns else pl.lit(None, dtype=t).alias(c)
+                    for c, t in ROLLUP_SCHEMA.items()]))

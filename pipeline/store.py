@@ -2,6 +2,7 @@
 
 Layout (all paths relative to the store directory):
 
+    raw/<topic>/p<partition>/<seq>.parquet       the samples behind rollup file <seq>
     rollups/<topic>/p<partition>/<seq>.parquet   per-GPU-minute rollups, one file per flush
     workload/<topic>/p<partition>/<seq>.parquet  workload-reported MFU rows
     checkpoints/<topic>/p<partition>.json        what partition <partition> has made durable
@@ -40,6 +41,8 @@ class Checkpoint:
     # Last energy counter reading per GPU: [uuid, mig_instance, ts, energy_j], so that the
     # first sample after a restart gets the same counter delta as in an uninterrupted run.
     energy: list[list] = field(default_factory=list)
+    # The ledger version every window written for this partition is attributed with.
+    ledger_version: int = 0
     # Offsets at or below consumed_offset that are still waiting (workload reports whose GPUs
     # had no samples yet): a restart must not skip them.
     pending: list[int] = field(default_factory=list)
@@ -127,6 +130,29 @@ class Store:
     def rollup_files(self) -> list[Path]:
         return sorted(self.rollup_dir().glob("**/[0-9]*.parquet"))
 
+    # -- raw archive ----------------------------------------------------------------------------
+    def raw_dir(self, topic: str, partition: int) -> Path:
+        return self.root / "raw" / _safe(topic) / f"p{partition:04d}"
+
+    def write_raw(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
+        """The prepared samples behind rollup file `seq` (written first, same sequence)."""
+        path = self.raw_dir(topic, partition) / f"{seq:012d}.parquet"
+        atomic_write_parquet(path, frame)
+        return path
+
+    def read_raw(self, topic: str, partition: int, max_seq: int, nodes: list[str],
+                 start_ts: float, end_ts: float) -> pl.DataFrame | None:
+        """Archived samples of `nodes` with ts in [start_ts, end_ts), from durable files only
+        (sequence <= max_seq: a file above it may be the orphan of an unfinished flush)."""
+        files = [f for f in sorted(self.raw_dir(topic, partition).glob("[0-9]*.parquet"))
+                 if int(f.stem) <= max_seq]
+        if not files:
+            return None
+        return (pl.scan_parquet(files)
+                .filter(pl.col("node").is_in(nodes) & (pl.col("ts") >= start_ts)
+                        & (pl.col("ts") < end_ts))
+                .collect())
+
     def write_rollups(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
         path = self.rollup_dir() / _safe(topic) / f"p{partition:04d}" / f"{seq:012d}.parquet"
         atomic_write_parquet(path, frame)
@@ -179,6 +205,17 @@ class Store:
         path = self.ledger_dir() / f"ledger-{n:06d}.parquet"
         atomic_write_parquet(path, frame)
         return path
+
+    def ledger_version(self, name: str | None) -> int:
+        return int(name.split("-")[1].split(".")[0]) if name else 0
+
+    def read_ledger_version(self, version: int) -> pl.DataFrame:
+        """Ledger version `version` (0: no ledger yet, i.e. empty)."""
+        from fleetlens.pipeline.tenancy import LEDGER_SCHEMA
+
+        if version == 0:
+            return pl.DataFrame(schema=LEDGER_SCHEMA)
+        return pl.read_parquet(self.ledger_dir() / f"ledger-{version:06d}.parquet")
 
     def read_ledger(self) -> tuple[str | None, pl.DataFrame]:
         """(version name, ledger frame) of the newest ledger; an empty frame if none."""

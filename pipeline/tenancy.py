@@ -204,3 +204,12 @@ def attribute(samples: pl.DataFrame, ledger: pl.DataFrame,
         .when(pl.col("_t_slurm").is_not_null()).then(pl.lit("slurm"))
         .otherwise(pl.lit("none")).alias("tenant_source"),
     ).drop("_row", "_t_ledger", "_t_ns", "_t_slurm")
+
+
+def changed_spans(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """(node, start_ts, end_ts) of every allocation in one ledger version but not the other:
+    the only places where a corrected ledger can change who a GPU-second belongs to."""
+    cols = ["tenant", "node", "gpu", "start_ts", "end_ts"]
+    gone = old.join(new, on=cols, how="anti", nulls_equal=True)
+    added = new.join(old, on=cols, how="anti", nulls_equal=True)
+    return pl.concat([gone, added]).select("node", "start_ts", "end_ts")

@@ -36,6 +36,8 @@ class PartitionWindows:
         self.checkpoint = checkpoint
         self.closed: dict[str, int] = dict(checkpoint.closed)
         self.energy_state = energy_state_from_rows(checkpoint.energy)
+        self.ledger_version = checkpoint.ledger_version
+        self.late: list[pl.DataFrame] = []  # samples for closed windows, merged at the flush
         self.pending: list[pl.DataFrame] = []
         self.pending_rows = 0
         self.next_offset: int | None = checkpoint.commit_offset

@@ -16,6 +16,8 @@ WITH observed AS (
     FROM rollups
     WHERE minute >= $t_from AND minute < $t_to AND tenant IS NOT NULL
     GROUP BY tenant
+    -- a tenant whose rows a ledger correction cancelled out has nothing left to report
+    HAVING abs(sum(observed_s)) > 1e-9
 ),
 -- GPUs of each node: those that ever reported; whole-node allocations cover all of them.
 node_gpus AS (SELECT DISTINCT node, gpu FROM rollups WHERE mig_instance IS NULL),

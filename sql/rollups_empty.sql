@@ -17,7 +17,7 @@ CREATE OR REPLACE TABLE rollups (
     cluster           VARCHAR,
     namespace         VARCHAR,
     job_id            VARCHAR,
-    samples           UINTEGER,
+    samples           BIGINT,    -- a correction row may carry a negative difference
     observed_s        DOUBLE,
     busy_s            DOUBLE,
     low_eff_s         DOUBLE,    -- part of busy_s: busy with sm_active below the threshold
@@ -31,7 +31,7 @@ CREATE OR REPLACE TABLE rollups (
     energy_j          DOUBLE,
     temp_max_c        DOUBLE,
     fb_used_max_mib   DOUBLE,
-    xid_count         UINTEGER,
+    xid_count         BIGINT,
     xid_last          BIGINT,
     throttled_s       DOUBLE,
     mfu_s             DOUBLE,    -- sum of MFU estimate x seconds

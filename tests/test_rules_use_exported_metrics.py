@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 import yaml
-
-from fleetlens.alerts.metrics import AlertMetrics
 from fleetlens.collectors.agent_metrics import AgentMetrics, make_registry
 from fleetlens.pipeline.metrics import PipelineMetrics
+
+from fleetlens.alerts.metrics import AlertMetrics
 
 RULES = Path(__file__).resolve().parents[1] / "dashboards" / "alerts" / "fleetlens-rules.yml"
 
