@@ -374,6 +374,8 @@ def test_serves_while_files_are_written(tmp_path):
     done = threading.Event()
     with LiveServer(root) as s:
         assert s.get("/v1/summary", ADMIN_TOKEN, **q).json() == []
+        index = s.get("/")
+        assert index.status_code == 200 and "<td class=\"num\">0</td>" in index.text
 
         def reader(k: int):
             while not done.is_set():

@@ -35,10 +35,12 @@ _bearer = HTTPBearer(auto_error=False, description=(
     "user name and the token as the password works too (for browsers)."))
 
 # -- parameters shared by the routes -----------------------------------------------------------
-_TIME_DOC = "RFC 3339 time, YYYY-MM-DD (UTC midnight) or epoch milliseconds (${__timeFrom})"
-From = Annotated[str, Query(alias="from", description=f"Range start (inclusive): {_TIME_DOC}",
+_TIME_DOC = "RFC 3339 time, YYYY-MM-DD (UTC midnight) or epoch milliseconds"
+From = Annotated[str, Query(alias="from", description=f"Range start (inclusive): {_TIME_DOC} "
+                                                      "(Grafana: ${__timeFrom})",
                             examples=["2026-11-16T00:00:00Z", "1794787200000"])]
-To = Annotated[str, Query(alias="to", description=f"Range end (exclusive): {_TIME_DOC}",
+To = Annotated[str, Query(alias="to", description=f"Range end (exclusive): {_TIME_DOC} "
+                                                "(Grafana: ${__timeTo})",
                           examples=["2026-11-18T00:00:00Z", "1794960000000"])]
 Tenant = Annotated[str | None, Query(
     description="Only this tenant. Admin: any known tenant (unknown -> 404). Tenant token: its "
