@@ -100,9 +100,11 @@ def test_tenant_report_in_chromium(server, tmp_path):
     report = f"/v1/summary?from={FROM}&to={TO}&format=html"
     page = Page(chromium(tmp_path, with_token(server, ADMIN_TOKEN) + report, "--dump-dom"))
     assert page.title == "fleetlens - GPU utilization by tenant"
-    rows = page.tables["data"]
-    assert rows[0][:3] == ["tenant", "gpu_hours_allocated", "gpu_hours_busy"]
-    assert rows[1:] == [
+    header, *rows = page.tables["data"]
+    assert header[:3] == ["tenant", "gpu_hours_allocated", "gpu_hours_busy"]
+    cols = ["tenant", "gpu_hours_allocated", "gpu_hours_busy", "gpu_hours_idle",
+            "gpu_hours_idle_held", "mfu_allocated", "mfu_busy", "energy_kwh"]
+    assert [[dict(zip(header, r, strict=True))[c] for c in cols] for r in rows] == [
         ["alpha", "2.000", "1.500", "0.500", "0.500", "0.375", "0.500", "0.800"],
         ["beta", "1.000", "0.000", "1.000", "0.000", "0.000", "-", "0.080"],
         ["gamma", "2.000", "1.000", "1.000", "0.000", "-", "-", "0.360"],

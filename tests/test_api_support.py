@@ -108,6 +108,11 @@ EXPECTED_SUMMARY = {
                   energy_kwh=(300 + 60) * 60 * 60 / 3.6e6),
 }
 EXPECTED_FLEET = {"gpu_hours_observed": 6.0, "gpu_hours_unallocated": 1.0}
+# Columns a per-tenant series bucket spanning the whole range shares with the report's tenant
+# row. (gpu_hours_allocated is left out: where the ledger counts allocated GPU-seconds for which
+# no sample arrived, the report adds them and the series, which shows observed data, does not.)
+SERIES_AS_REPORT = ("gpu_hours_busy", "gpu_hours_idle", "gpu_hours_idle_held", "mfu_allocated",
+                    "mfu_busy", "energy_kwh")
 
 
 class LiveServer:

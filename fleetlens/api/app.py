@@ -70,7 +70,7 @@ TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(store_dir: str, tokens: list[dict], max_points: int = 10_000,
-               max_rows: int = MAX_ROWS) -> FastAPI:
+               max_rows: int = MAX_ROWS, gpus_per_node: int = 8) -> FastAPI:
     reader = StoreReader(store_dir)
     table = TokenTable(tokens)
     app = FastAPI(title="fleetlens API", version="1",
@@ -117,7 +117,8 @@ def create_app(store_dir: str, tokens: list[dict], max_points: int = 10_000,
     def summary(p: Auth, start: From, end: To, tenant: Tenant = None, fmt: Format = "json"):
         scope = scoped(p, tenant)
         f, r = P.parse_format(fmt), rng(start, end)
-        t = reader.run("report_range_tenants", {**r.bind(), "tenant": scope})
+        t = reader.run("report_range_tenants", {**r.bind(), "tenant": scope,
+                                                "gpus_per_node": gpus_per_node})
         return respond(t, f, "GPU utilization by tenant", subtitle(r, scope))
 
     @route("/v1/fleet", "Fleet totals for a range (admin only)",

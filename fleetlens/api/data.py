@@ -10,6 +10,7 @@ Nothing here ever opens a DuckDB database file, so the pipeline never waits on t
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -18,6 +19,8 @@ import duckdb
 
 from fleetlens.pipeline.query import connect, load_sql
 from fleetlens.pipeline.store import Store
+
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class Table:
@@ -63,10 +66,14 @@ class StoreReader:
             return self._con.cursor()
 
     def run(self, name: str, params: dict[str, Any]) -> Table:
-        """Run sql/<name>.sql with bound parameters."""
+        """Run sql/<name>.sql with bound parameters: those of `params` that the SQL names
+        (DuckDB refuses unused ones; the shared report SQL may not use all that the API
+        offers, e.g. `gpus_per_node`)."""
+        sql = load_sql(name)
+        used = set(_PARAM.findall(sql))
         cur = self._cursor()
         try:
-            cur.execute(load_sql(name), params)
+            cur.execute(sql, {k: v for k, v in params.items() if k in used})
             columns = [d[0] for d in cur.description]
             return Table(columns, cur.fetchall())
         finally:
