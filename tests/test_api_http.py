@@ -219,6 +219,24 @@ def test_csv_and_html(server):
     assert page.text.count("<tr>") == 1 + 3
 
 
+def test_known_tenants_include_the_ledger(tmp_path):
+    """An admin naming a tenant that has no data yet but is in the allocation ledger gets an
+    answer (no rows in this range), not 404; a name in neither is 404."""
+    import polars as pl
+    from fleetlens.pipeline.tenancy import LEDGER_SCHEMA
+
+    store = write_fixture_store(tmp_path / "store")
+    december = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    store.write_ledger(pl.DataFrame([{"tenant": "delta", "node": "n9", "gpu": 0,
+                                      "start_ts": december, "end_ts": december + 3600}],
+                                    schema=LEDGER_SCHEMA))
+    with LiveServer(store.root) as s:
+        q = {"from": FROM, "to": TO}
+        assert s.get("/v1/summary", ADMIN_TOKEN, tenant="delta", **q).json() == []
+        r = s.get("/v1/summary", ADMIN_TOKEN, tenant="epsilon", **q)
+        assert r.status_code == 404 and r.json() == {"error": "unknown tenant 'epsilon'"}
+
+
 def test_basic_auth_with_the_token_as_password(server):
     import httpx
 

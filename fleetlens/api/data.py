@@ -80,11 +80,13 @@ class StoreReader:
             cur.close()
 
     def known_tenants(self, want: str | None = None) -> set[str]:
-        """Tenants with data in the store (cached; re-read at once when `want` is missing)."""
+        """Tenants with data in the store or in its newest allocation ledger (cached; re-read at
+        once when `want` is missing)."""
         now = time.monotonic()
         if now - self._tenants_at > self.tenants_ttl_s or (want and want not in self._tenants):
             rows = self.run("api_tenants", {"tenant": None}).rows
-            self._tenants, self._tenants_at = {r[0] for r in rows}, now
+            ledger = self.store.read_ledger()[1]["tenant"].unique().to_list()
+            self._tenants, self._tenants_at = {r[0] for r in rows} | set(ledger), now
         return self._tenants
 
     def status(self) -> dict[str, Any]:
