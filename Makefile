@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test lint bench clean dashboards promtool
+.PHONY: help venv demo test lint bench clean dashboards promtool browser
 
 help:
 	@echo "make demo   - run the whole pipeline on the embedded broker over a simulated week"
@@ -25,7 +25,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fleetlens demo --store var/demo/store
 
-test: $(STAMP) promtool
+# Headless Chromium for the API's browser test (Debian package `chromium`), installed only when
+# missing; if it cannot be installed (no root, no apt), tests/test_api_browser.py skips and says so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  { apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update -qq; } && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make browser: chromium could not be installed; the browser test will skip"
+
+test: $(STAMP) promtool browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -365,6 +365,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    cfg = _config(args)
+    if not cfg.api.tokens:
+        raise UsageError("no [api] tokens configured: make one with `fleetlens api hash-token` "
+                         "and add it to the config file")
+    if not Path(cfg.store.dir).is_dir():
+        raise UsageError(f"store directory {cfg.store.dir} does not exist")
+    port = args.port if args.port is not None else cfg.api.port
+    if not 0 <= port < 65536:
+        raise UsageError("--port must be within 0..65535")
+    from fleetlens.api.server import serve
+
+    return serve(cfg, args.host or cfg.api.host, port)
+
+
+def cmd_api_hash_token(args: argparse.Namespace) -> int:
+    import json
+
+    from fleetlens.api.auth import ADMIN, hash_token, new_token
+
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token or new_token()
+    if len(token) < 16:
+        raise UsageError("a token must be at least 16 characters (omit it to get a random one)")
+    if not args.token:  # on stderr, so `>> config.toml` never stores the token itself
+        print(f"token (give it to the client; only its hash goes in the config): {token}",
+              file=sys.stderr)
+    tenant = json.dumps(args.tenant or ADMIN)  # a JSON string is a valid TOML basic string
+    print(f'{{hash = "{hash_token(token)}", tenant = {tenant}}},')
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fleetlens", description=__doc__.splitlines()[0])
@@ -495,6 +528,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tenants", type=int, default=5)
     sp.add_argument("--days", type=float, default=7.0)
     sp.add_argument("--interval", type=float, default=60.0)
+
+    sp = add("serve", cmd_serve, "HTTP report API over the store (for Grafana and people)")
+    sp.add_argument("--store", help="store directory")
+    sp.add_argument("--port", type=int, help="TCP port (default [api] port, 8080)")
+    sp.add_argument("--host", help="address to listen on (default [api] host, 127.0.0.1)")
+
+    api = add("api", None, "API helpers")
+    api_sub = api.add_subparsers(dest="api_command", required=True, metavar="ACTION")
+    sp = add("hash-token", cmd_api_hash_token,
+             "print an [api] tokens entry (SHA-256 of a token) for the config file", api_sub)
+    sp.add_argument("token", nargs="?",
+                    help="the token ('-': read from stdin; omitted: make a random one)")
+    sp.add_argument("--tenant", help='tenant the token may read (default "*": admin)')
     return p
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,17 @@ class MetricsConfig:
 
 
 @dataclass
+class ApiConfig:
+    """`fleetlens serve`. tokens: [{hash = "sha256:<hex>", tenant = "*" | "<tenant>"}, ...]
+    ("*" = admin); `fleetlens api hash-token` makes an entry. Set in the file only."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_points: int = 10000  # time buckets one series query may ask for
+    tokens: list = field(default_factory=list)
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     definitions: Definitions = field(default_factory=Definitions)
@@ -132,6 +144,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
 
 def _coerce(section: str, key: str, typ: Any, value: Any, origin: str) -> Any:
@@ -235,6 +248,31 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[metrics] gpu_stale_s must be > 0")
     if cfg.sim.nodes < 1 or cfg.sim.gpus_per_node < 1 or cfg.sim.tenants < 1:
         raise ConfigError("[sim] nodes, gpus_per_node and tenants must be >= 1")
+    validate_api(cfg.api)
+
+
+_TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def validate_api(api: ApiConfig) -> None:
+    if not 0 < api.port < 65536:
+        raise ConfigError("[api] port must be within 1..65535")
+    if api.max_points < 1:
+        raise ConfigError("[api] max_points must be >= 1")
+    seen: set[str] = set()
+    for i, entry in enumerate(api.tokens):
+        where = f"[api] tokens[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {"hash", "tenant"}:
+            raise ConfigError(f"{where} must be a table with exactly the keys hash and tenant")
+        h, tenant = entry["hash"], entry["tenant"]
+        if not isinstance(h, str) or not _TOKEN_HASH.match(h):
+            raise ConfigError(f"{where} hash must be 'sha256:' + 64 lowercase hex digits "
+                              "(make one with `fleetlens api hash-token`)")
+        if not isinstance(tenant, str) or not tenant.strip():
+            raise ConfigError(f"{where} tenant must be a tenant name or \"*\" (admin)")
+        if h in seen:
+            raise ConfigError(f"{where} repeats a hash already listed")
+        seen.add(h)
 
 
 def load(path: str | os.PathLike[str] | None = None,
