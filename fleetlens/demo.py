@@ -39,6 +39,59 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fleetlens", *args]
 
 
+class _Receiver:
+    def __init__(self, proc: subprocess.Popen, url: str):
+        self.proc, self.url = proc, url
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _start_alert_receiver(work: Path) -> tuple[_Receiver, Path, Path]:
+    """A local webhook receiver (`fleetlens alerts receiver`) and an alerts config that
+    points the example rules at it."""
+    out = work / "alerts.ndjson"
+    out.unlink(missing_ok=True)
+    log = work / "alert-receiver.log"
+    proc = subprocess.Popen(_cli("alerts", "receiver", "--port", "0", "--out", str(out)),
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    deadline = time.monotonic() + 30
+    url = None
+    while url is None and time.monotonic() < deadline and proc.poll() is None:
+        for line in log.read_text().splitlines():
+            if "listening on " in line:
+                url = line.split("listening on ", 1)[1].strip().rstrip("/")
+        time.sleep(0.1)
+    if url is None:
+        proc.kill()
+        raise RuntimeError(f"the alert receiver did not start; see {log}")
+    example = Path(__file__).resolve().parents[1] / "deploy" / "alerts.example.toml"
+    text = example.read_text().replace("http://127.0.0.1:9095", url)
+    cfg = work / "alerts.toml"
+    cfg.write_text(text)
+    return _Receiver(proc, url), cfg, out
+
+
+def _alert_summary(path: Path) -> str:
+    import json
+    from collections import Counter
+
+    counts: Counter = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            body = json.loads(line)
+            for alert in body.get("alerts", []):
+                counts[(alert.get("labels", {}).get("alertname", "?"),
+                         alert.get("status", "?"))] += 1
+    if not counts:
+        return "none"
+    return ", ".join(f"{name} {status} x{n}" for (name, status), n in sorted(counts.items()))
+
+
 def run_demo(args: argparse.Namespace) -> int:
     store = Path(args.store)
     work = store.parent
@@ -62,10 +115,12 @@ def run_demo(args: argparse.Namespace) -> int:
         subprocess.run(_cli("allocations", "load", str(ledger), "--store", str(store)),
                        check=True)
 
-        _say("starting the pipeline (consumer group, 1-minute windows)")
+        receiver, alerts_cfg, alerts_out = _start_alert_receiver(work)
+        _say(f"alert receiver on {receiver.url}; alerts go to {alerts_out}")
+        _say("starting the pipeline (consumer group, 1-minute windows, alert rules)")
         pipeline = subprocess.Popen(_cli("pipeline", "--bootstrap", bs, "--store", str(store),
                                          "--group", f"demo-{uuid.uuid4().hex[:8]}",
-                                         "--until-idle", "15"))
+                                         "--until-idle", "15", "--alerts", str(alerts_cfg)))
         gpus = args.nodes * 8
         _say(f"backfilling {span[0]} .. {span[1]}: {args.nodes} nodes x 8 GPUs = {gpus} GPUs, "
              f"{args.tenants} tenants, one sample per GPU every {args.interval:g}s")
@@ -74,9 +129,11 @@ def run_demo(args: argparse.Namespace) -> int:
                             "--backfill-to", span[1], *sim_args), check=True)
         _say("backfill published; waiting for the pipeline to drain the topic")
         code = pipeline.wait()
+        receiver.stop()
         if code != 0:
             _say(f"pipeline failed with exit status {code}")
             return code
+        _say("alerts received: " + _alert_summary(alerts_out))
 
     _say(f"pipeline done; weekly report from the store ({time.monotonic() - t0:.0f}s so far)")
     print()

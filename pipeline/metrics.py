@@ -254,7 +254,7 @@ class PipelineMetrics:
         self.dead = Counter(p + "dead_letters", "Lines sent to the dead-letter topic, by "
                             "reason class", ["reason"], registry=r)
         self.late = Counter(p + "late_samples", "Samples that arrived for a window already "
-                            "closed (dead-lettered as late)", registry=r)
+                            "closed (merged into the store at the next flush)", registry=r)
         self.skipped = Counter(p + "replayed_samples_skipped", "Samples of windows already "
                                "written before a restart, skipped on replay", registry=r)
         self.unknown = Counter(p + "unknown_model_rollup_rows", "Rollup rows of GPU models "
