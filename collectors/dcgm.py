@@ -454,6 +454,7 @@ class DcgmSource:
             "xid": None, "throttle": int(throttle) if throttle is not None else None,
             "namespace": _joined(ent.namespaces), "pod": _joined(ent.pods),
             "job_id": _joined(ent.jobs), "tenant": None,
+            "power_limit_w": _float(values.get("power_limit_w")),
         }
 
     def _xid_event(self, ent: _Entity, value: float | None) -> int | None:

@@ -55,6 +55,8 @@ FIELDS: tuple[DcgmField, ...] = (
               device_level=True),
     DcgmField(155, ("DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_BOARD_POWER_WATTS",
                     "dcgm_power_usage"), "power_w", "W", kind="double", device_level=True),
+    DcgmField(164, ("DCGM_FI_DEV_ENFORCED_POWER_LIMIT",), "power_limit_w", "W", kind="double",
+              device_level=True),
     DcgmField(156, ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "dcgm_total_energy_consumption"),
               "energy_j", "mJ", divisor=1000.0, device_level=True),
     DcgmField(1611, ("DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL",), "energy_j", "J", kind="double",

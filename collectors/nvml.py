@@ -82,7 +82,7 @@ GPM_METRICS: dict[int, str] = {
     12: "fp32_active",  # FP32_UTIL
     13: "fp16_active",  # FP16_UTIL
 }
-DEVICE_LEVEL = ("power_w", "energy_j", "temp_c", "sm_clock_mhz", "throttle")
+DEVICE_LEVEL = ("power_w", "energy_j", "temp_c", "sm_clock_mhz", "throttle", "power_limit_w")
 
 
 class NvmlUnavailable(RuntimeError, UsageError):
@@ -568,6 +568,9 @@ class NvmlSource:
             "sm_clock_mhz": _num(self._call(gpu, "sm_clock", "nvmlDeviceGetClockInfo", h,
                                             getattr(lib, "NVML_CLOCK_SM", 1))),
             "throttle": self._throttle(gpu),
+            # mW; tells apart SKUs that share a name (H200 SXM 700 W vs NVL 600 W)
+            "power_limit_w": _scaled(self._call(gpu, "power_limit",
+                                                "nvmlDeviceGetEnforcedPowerLimit", h), 1000),
         }
         procs = self._attribution(gpu, mig=targets[0].instance is not None)
         out = []

@@ -243,6 +243,7 @@ class FleetSim:
             "xid": xid, "throttle": throttle,
             "namespace": namespace, "pod": f"{seg.job or 'svc'}-{gpu}" if seg.tenant else None,
             "job_id": seg.job if seg.kind == "train" else None, "tenant": None,
+            "power_limit_w": tdp,
         }
 
     def node_samples(self, node: Node, t: float, interval_s: float) -> list[dict]:

@@ -65,6 +65,9 @@ FIELDS: tuple[Field, ...] = (
     Field("pod", "str", doc="Kubernetes pod of the workload"),
     Field("job_id", "str", doc="batch-scheduler (Slurm) job id"),
     Field("tenant", "str", doc="tenant, when the node knows it"),
+    # Added after the first release, hence last: optional, so older agents stay valid.
+    Field("power_limit_w", "float", lo=0, doc="enforced power limit, watts (tells apart SKUs "
+          "that report the same name, e.g. H200 SXM and NVL)"),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)

@@ -72,8 +72,22 @@ def _name_index() -> dict[str, GpuSpec]:
     return index
 
 
-def lookup(model_name: str | None) -> GpuSpec | None:
-    """The SKU for an NVML/DCGM model name, or None when the catalog does not know it."""
+# SKUs that some drivers report under another SKU's name, told apart by the enforced power
+# limit: (SKU the name matches, the other SKU, its highest power limit in watts).
+# "torch reports both as 'NVIDIA H200'": the H200 NVL (600 W) vs the SXM (700 W).
+POWER_VARIANTS = (("h200_sxm", "h200_nvl", 600.0),)
+
+
+def lookup(model_name: str | None, power_limit_w: float | None = None) -> GpuSpec | None:
+    """The SKU for an NVML/DCGM model name, or None when the catalog does not know it.
+
+    power_limit_w (the GPU's enforced power limit) picks between SKUs that can report the
+    same name; without it the name's own SKU is taken."""
     if not model_name:
         return None
-    return _name_index().get(normalize(model_name))
+    spec = _name_index().get(normalize(model_name))
+    if spec is not None and power_limit_w is not None:
+        for named, other, max_w in POWER_VARIANTS:
+            if spec.model_key == named and power_limit_w <= max_w:
+                return load_catalog()[other]
+    return spec

@@ -60,15 +60,18 @@ def empty_energy_state() -> pl.DataFrame:
     return pl.DataFrame(schema=ENERGY_STATE_SCHEMA)
 
 
-def _model_specs(models: list[str]) -> pl.DataFrame:
+def _model_specs(pairs: list[tuple[str, float | None]]) -> pl.DataFrame:
+    """Catalog facts per (model name, power limit) pair seen in a batch."""
     rows = []
-    for m in models:
-        spec = lookup(m)
-        rows.append({"model": m, "model_key": spec.model_key if spec else None,
+    for m, limit in pairs:
+        spec = lookup(m, limit)
+        rows.append({"model": m, "power_limit_w": limit,
+                     "model_key": spec.model_key if spec else None,
                      "spec_clock_mhz": spec.spec_clock_mhz if spec else None,
                      "_known": spec is not None and spec.bf16_dense_tflops is not None})
-    return pl.DataFrame(rows, schema={"model": pl.String, "model_key": pl.String,
-                                      "spec_clock_mhz": pl.Float64, "_known": pl.Boolean})
+    return pl.DataFrame(rows, schema={"model": pl.String, "power_limit_w": pl.Float64,
+                                      "model_key": pl.String, "spec_clock_mhz": pl.Float64,
+                                      "_known": pl.Boolean})
 
 
 def _time_weighted_mean(col: str) -> pl.Expr:
@@ -79,10 +82,11 @@ def _time_weighted_mean(col: str) -> pl.Expr:
 
 def classify(samples: pl.DataFrame, defs: Definitions) -> pl.DataFrame:
     """Add per-sample `_down`, `_idle`, `_held`, `_busy`, `_low`, `_mfu` (and model_key)."""
-    specs = _model_specs(samples["model"].unique().to_list())
+    specs = _model_specs(samples.select("model", "power_limit_w").unique().rows())
     # MIG: collectors report the SM clock once per physical GPU (on one instance); the other
     # instances of the same GPU and time share it.
-    s = samples.join(specs, on="model", how="left").with_columns(
+    s = samples.join(specs, on=["model", "power_limit_w"], how="left",
+                     nulls_equal=True).with_columns(
         pl.coalesce("sm_clock_mhz", pl.col("sm_clock_mhz").max().over("uuid", "ts")))
     down = pl.col("xid").is_in(defs.unavailable_xids).fill_null(False)
     util_idle = pl.col("gpu_util").is_null() | (pl.col("gpu_util") <= defs.idle_gpu_util_max)

@@ -109,3 +109,11 @@ def test_every_row_has_a_source_and_sane_peaks():
             assert spec.fp8_dense_tflops == pytest.approx(2 * spec.bf16_dense_tflops, rel=0.02)
         if spec.tf32_dense_tflops and spec.bf16_dense_tflops:
             assert spec.tf32_dense_tflops == pytest.approx(spec.bf16_dense_tflops / 2, rel=0.02)
+
+
+def test_h200_nvl_reporting_the_bare_name_is_told_apart_by_its_power_limit():
+    assert lookup("NVIDIA H200").model_key == "h200_sxm"  # no limit known: the name's SKU
+    assert lookup("NVIDIA H200", power_limit_w=700.0).model_key == "h200_sxm"
+    assert lookup("NVIDIA H200", power_limit_w=600.0).model_key == "h200_nvl"
+    assert lookup("NVIDIA H200 NVL", power_limit_w=600.0).model_key == "h200_nvl"
+    assert lookup("NVIDIA H100 80GB HBM3", power_limit_w=400.0).model_key == "h100_sxm5_80gb"

@@ -214,6 +214,19 @@ def test_samples_are_cut_at_minute_and_allocation_boundaries(tmp_path):
     assert rows["minute"].dt.epoch("s").to_list() == [T0, T0, T0 + 60]
 
 
+def test_power_limit_tells_an_h200_nvl_from_an_sxm():
+    df = samples([
+        {"ts": T0, "model": "NVIDIA H200", "power_limit_w": 600.0, "gpu_util": 100.0,
+         "tensor_active": 0.5, "sm_clock_mhz": 1545.0},
+        {"ts": T0, "uuid": "GPU-2", "gpu": 1, "model": "NVIDIA H200", "power_limit_w": 700.0,
+         "gpu_util": 100.0, "tensor_active": 0.5, "sm_clock_mhz": 1545.0},
+    ])
+    rows = rollup(df, ledger_frame([]), Definitions()).sort("gpu")
+    assert rows["model_key"].to_list() == ["h200_nvl", "h200_sxm"]
+    # NVL spec clock 1545 MHz: ratio 1.0; SXM 1830 MHz: ratio 1545/1830
+    assert rows["mfu_s"].to_list() == pytest.approx([0.5 * 30, 0.5 * 1545 / 1830 * 30])
+
+
 def test_thresholds_come_from_config():
     df = samples([{"ts": T0, "gpu_util": 4.0, "sm_active": 0.03}])
     assert rollup(df, ledger_frame([]), Definitions())["busy_s"][0] == 30.0
