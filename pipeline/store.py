@@ -120,32 +120,47 @@ class Store:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
 
+    # Three kinds of sequence files, one directory per topic partition:
+    # raw (the prepared samples), rollups, workload (workload-reported MFU).
+    def _partition_dir(self, kind: str, topic: str, partition: int) -> Path:
+        return self.root / kind / _safe(topic) / f"p{partition:04d}"
+
+    def _write_seq(self, kind: str, topic: str, partition: int, seq: int,
+                   frame: pl.DataFrame) -> Path:
+        path = self._partition_dir(kind, topic, partition) / f"{seq:012d}.parquet"
+        atomic_write_parquet(path, frame)
+        return path
+
+    def _files(self, kind: str) -> list[Path]:
+        return sorted((self.root / kind).glob("**/[0-9]*.parquet"))
+
+    def _glob(self, kind: str) -> str:
+        return str(self.root / kind / "**" / "*.parquet")
+
     # -- rollups ------------------------------------------------------------------------------
     def rollup_dir(self) -> Path:
         return self.root / "rollups"
 
     def rollup_glob(self) -> str:
-        return str(self.rollup_dir() / "**" / "*.parquet")
+        return self._glob("rollups")
 
     def rollup_files(self) -> list[Path]:
-        return sorted(self.rollup_dir().glob("**/[0-9]*.parquet"))
+        return self._files("rollups")
+
+    def write_rollups(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
+        return self._write_seq("rollups", topic, partition, seq, frame)
 
     # -- raw archive ----------------------------------------------------------------------------
-    def raw_dir(self, topic: str, partition: int) -> Path:
-        return self.root / "raw" / _safe(topic) / f"p{partition:04d}"
-
     def write_raw(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
         """The prepared samples behind rollup file `seq` (written first, same sequence)."""
-        path = self.raw_dir(topic, partition) / f"{seq:012d}.parquet"
-        atomic_write_parquet(path, frame)
-        return path
+        return self._write_seq("raw", topic, partition, seq, frame)
 
     def read_raw(self, topic: str, partition: int, max_seq: int, nodes: list[str],
                  start_ts: float, end_ts: float) -> pl.DataFrame | None:
         """Archived samples of `nodes` with ts in [start_ts, end_ts), from durable files only
         (sequence <= max_seq: a file above it may be the orphan of an unfinished flush)."""
-        files = [f for f in sorted(self.raw_dir(topic, partition).glob("[0-9]*.parquet"))
-                 if int(f.stem) <= max_seq]
+        folder = self._partition_dir("raw", topic, partition)
+        files = [f for f in sorted(folder.glob("[0-9]*.parquet")) if int(f.stem) <= max_seq]
         if not files:
             return None
         return (pl.scan_parquet(files)
@@ -153,25 +168,15 @@ class Store:
                         & (pl.col("ts") < end_ts))
                 .collect())
 
-    def write_rollups(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
-        path = self.rollup_dir() / _safe(topic) / f"p{partition:04d}" / f"{seq:012d}.parquet"
-        atomic_write_parquet(path, frame)
-        return path
-
     # -- workload-reported MFU ---------------------------------------------------------------
-    def workload_dir(self) -> Path:
-        return self.root / "workload"
-
     def workload_glob(self) -> str:
-        return str(self.workload_dir() / "**" / "*.parquet")
+        return self._glob("workload")
 
     def workload_files(self) -> list[Path]:
-        return sorted(self.workload_dir().glob("**/[0-9]*.parquet"))
+        return self._files("workload")
 
     def write_workload(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
-        path = self.workload_dir() / _safe(topic) / f"p{partition:04d}" / f"{seq:012d}.parquet"
-        atomic_write_parquet(path, frame)
-        return path
+        return self._write_seq("workload", topic, partition, seq, frame)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _checkpoint_path(self, topic: str, partition: int) -> Path:
