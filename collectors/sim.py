@@ -202,7 +202,9 @@ class FleetSim:
             fb = fb_total * 0.35
             if busy:
                 tensor = min(1.0, seg.level * (0.6 + 0.8 * n(3)))
-                sm = min(1.0, 0.1 + tensor * 2.0)
+                # Small-batch serving leaves most SMs empty: some minutes are busy but
+                # low-efficiency (sm_active < 0.15).
+                sm = min(1.0, 0.04 + tensor * 1.5)
                 util = 30 + 60 * n(5)
                 power = tdp * (0.35 + 0.3 * n(6))
                 temp = 45 + 15 * n(7)
@@ -227,7 +229,6 @@ class FleetSim:
                 codes, weights = zip(*XIDS, strict=True)
                 xid = random.Random(_mix(self.seed, 13, node.index, gpu, hour)).choices(
                     codes, weights)[0]
-        energy = (ti % (30 * DAY)) * tdp * 0.5  # a monotone counter since "driver load"
         namespace = seg.tenant if (seg.tenant and not seg.via_ledger) else None
         return {
             "v": 1, "ts": float(ti), "interval_s": float(interval_s), "node": node.name,
@@ -238,7 +239,10 @@ class FleetSim:
             "dram_active": round(min(1.0, tensor * 0.9 + 0.02 * n(10)) if util else 0.0, 4),
             "fp64_active": 0.0, "fp32_active": round(sm * 0.1, 4),
             "fp16_active": round(sm * 0.05, 4),
-            "power_w": round(power, 1), "energy_j": round(energy, 1), "temp_c": round(temp, 1),
+            # No energy counter: integrating the simulated power statelessly is not possible,
+            # and a counter that disagreed with power_w would be worse than none (the
+            # pipeline then uses power x time).
+            "power_w": round(power, 1), "energy_j": None, "temp_c": round(temp, 1),
             "sm_clock_mhz": round(clock), "fb_used_mib": round(fb, 1), "fb_total_mib": fb_total,
             "xid": xid, "throttle": throttle,
             "namespace": namespace, "pod": f"{seg.job or 'svc'}-{gpu}" if seg.tenant else None,

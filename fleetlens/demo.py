@@ -83,7 +83,7 @@ def _alert_summary(path: Path) -> str:
     counts: Counter = Counter()
     if path.exists():
         for line in path.read_text().splitlines():
-            body = json.loads(line)
+            body = json.loads(line).get("body") or {}  # the receiver logs path, headers, body
             for alert in body.get("alerts", []):
                 counts[(alert.get("labels", {}).get("alertname", "?"),
                          alert.get("status", "?"))] += 1
