@@ -25,7 +25,8 @@ def _literal(text: str) -> str:
 
 
 def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the views `rollups`, `allocations` and `workload_mfu`."""
+    """An in-memory DuckDB with the views `rollups`, `allocations` and `workload_mfu`, and the
+    table macro `ledger_missing`."""
     store = Store(store_dir)
     con = duckdb.connect(":memory:")
     if store.rollup_files():
@@ -39,6 +40,7 @@ def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
                                                           _literal(str(versions[-1]))))
     else:
         con.execute(load_sql("allocations_empty"))
+    con.execute(load_sql("ledger_missing_macro"))
     if store.workload_files():
         con.execute(load_sql("workload_view").replace("{{workload_glob}}",
                                                       _literal(store.workload_glob())))

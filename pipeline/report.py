@@ -51,14 +51,11 @@ def range_report(store_dir: str, start: datetime, end: datetime, tenant: str | N
         raise ReportError("the range is longer than ten years")
     con = connect(store_dir)
     params = {"t_from": start.replace(tzinfo=None), "t_to": end.replace(tzinfo=None)}
-    tenants = query(con, "report_range_tenants",
-                    {**params, "tenant": None, "gpus_per_node": gpus_per_node})
+    params["gpus_per_node"] = gpus_per_node
+    tenants = query(con, "report_range_tenants", {**params, "tenant": tenant})
     fleet = query(con, "report_range_fleet", params)[0]
-    fleet["gpu_hours_unavailable"] = sum(t["gpu_hours_unavailable"] for t in tenants) + \
-        query(con, "report_range_unallocated_unavailable", params)[0]["gpu_hours"]
+    del params["gpus_per_node"]
     fleet["unknown_models"] = query(con, "report_range_unknown_models", params)
-    if tenant is not None:
-        tenants = [t for t in tenants if t["tenant"] == tenant]
     return {"from": _iso(start), "to": _iso(end), "fleet": fleet, "tenants": tenants}
 
 

@@ -1,7 +1,10 @@
--- Fleet-wide figures for [$t_from, $t_to). gpu_hours_unavailable is filled in from the
--- per-tenant rows by the caller (it needs the ledger arithmetic of report_range_tenants.sql).
+-- Fleet-wide figures for [$t_from, $t_to). Unavailable: GPU-down samples anywhere in the
+-- fleet, plus ledger-allocated time without samples (sql/ledger_missing_macro.sql).
 SELECT
     coalesce(sum(observed_s), 0) / 3600.0                                   AS gpu_hours_observed,
-    coalesce(sum(observed_s) FILTER (WHERE tenant IS NULL), 0) / 3600.0     AS gpu_hours_unallocated
+    coalesce(sum(observed_s) FILTER (WHERE tenant IS NULL), 0) / 3600.0     AS gpu_hours_unallocated,
+    (coalesce(sum(unavailable_s), 0)
+     + (SELECT coalesce(sum(missing_s), 0)
+        FROM ledger_missing($t_from, $t_to, $gpus_per_node))) / 3600.0       AS gpu_hours_unavailable
 FROM rollups
 WHERE minute >= $t_from AND minute < $t_to;

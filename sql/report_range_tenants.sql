@@ -19,42 +19,9 @@ WITH observed AS (
     -- a tenant whose rows a ledger correction cancelled out has nothing left to report
     HAVING abs(sum(observed_s)) > 1e-9
 ),
--- GPUs of each node: those that ever reported; whole-node allocations cover all of them.
-node_gpus AS (SELECT DISTINCT node, gpu FROM rollups WHERE mig_instance IS NULL),
-ledger_gpu_seconds AS (
-    SELECT a.tenant, a.node, coalesce(a.gpu, g.gpu) AS gpu,
-           greatest(0, least(a.end_ts, epoch($t_to)) - greatest(a.start_ts, epoch($t_from)))
-               AS allocated_s
-    FROM allocations a
-    LEFT JOIN node_gpus g ON a.gpu IS NULL AND g.node = a.node
-    WHERE a.end_ts > epoch($t_from) AND a.start_ts < epoch($t_to)
+missing_by_tenant AS (
+    SELECT * FROM ledger_missing($t_from, $t_to, $gpus_per_node)
 ),
--- Whole-node allocations on nodes that never reported count gpus_per_node GPUs.
-unseen_nodes AS (
-    SELECT a.tenant,
-           $gpus_per_node * greatest(0, least(a.end_ts, epoch($t_to))
-                                        - greatest(a.start_ts, epoch($t_from))) AS missing_s
-    FROM allocations a
-    WHERE a.gpu IS NULL AND a.end_ts > epoch($t_from) AND a.start_ts < epoch($t_to)
-      AND a.node NOT IN (SELECT node FROM node_gpus)
-),
-ledger_observed AS (
-    SELECT tenant, node, gpu, sum(observed_s) AS observed_s
-    FROM rollups
-    WHERE minute >= $t_from AND minute < $t_to AND tenant_source = 'ledger'
-      AND mig_instance IS NULL
-    GROUP BY tenant, node, gpu
-),
-missing AS (
-    SELECT l.tenant, sum(greatest(0, l.allocated_s - coalesce(o.observed_s, 0))) AS missing_s
-    FROM (SELECT tenant, node, gpu, sum(allocated_s) AS allocated_s
-          FROM ledger_gpu_seconds WHERE gpu IS NOT NULL GROUP BY tenant, node, gpu) l
-    LEFT JOIN ledger_observed o USING (tenant, node, gpu)
-    GROUP BY l.tenant
-    UNION ALL
-    SELECT tenant, missing_s FROM unseen_nodes
-),
-missing_by_tenant AS (SELECT tenant, sum(missing_s) AS missing_s FROM missing GROUP BY tenant),
 reported AS (
     SELECT tenant, sum(mfu_x_gpu_s) / nullif(sum(gpu_s), 0) AS mfu_reported
     FROM workload_mfu

@@ -107,7 +107,9 @@ EXPECTED_SUMMARY = {
                   gpu_hours_idle_held=0.0, mfu_allocated=None, mfu_busy=None,
                   energy_kwh=(300 + 60) * 60 * 60 / 3.6e6),
 }
-EXPECTED_FLEET = {"gpu_hours_observed": 6.0, "gpu_hours_unallocated": 1.0}
+# No ledger file is loaded and no sample carries a GPU-down XID: nothing is unavailable.
+EXPECTED_FLEET = {"gpu_hours_observed": 6.0, "gpu_hours_unallocated": 1.0,
+                  "gpu_hours_unavailable": 0.0}
 # Columns a per-tenant series bucket spanning the whole range shares with the report's tenant
 # row. (gpu_hours_allocated is left out: where the ledger counts allocated GPU-seconds for which
 # no sample arrived, the report adds them and the series, which shows observed data, does not.)

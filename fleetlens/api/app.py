@@ -122,12 +122,13 @@ def create_app(store_dir: str, tokens: list[dict], max_points: int = 10_000,
         return respond(t, f, "GPU utilization by tenant", subtitle(r, scope))
 
     @route("/v1/fleet", "Fleet totals for a range (admin only)",
-           "GPU-hours observed and unallocated over the whole fleet, as in `fleetlens report "
-           "range`.", "admin only; a tenant token gets 403 (fleet-wide by definition)")
+           "GPU-hours observed, unallocated and unavailable over the whole fleet, as in "
+           "`fleetlens report range`.",
+           "admin only; a tenant token gets 403 (fleet-wide by definition)")
     def fleet(p: Auth, start: From, end: To, fmt: Format = "json"):
         p.require_admin("/v1/fleet")
         f, r = P.parse_format(fmt), rng(start, end)
-        t = reader.run("report_range_fleet", r.bind())
+        t = reader.run("report_range_fleet", {**r.bind(), "gpus_per_node": gpus_per_node})
         return respond(t, f, "Fleet totals", subtitle(r, None))
 
     @route("/v1/idle-allocations", "Top idle allocations",

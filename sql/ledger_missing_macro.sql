@@ -1,0 +1,41 @@
+-- ledger_missing(t_from, t_to, gpus_per_node): per tenant, ledger-allocated GPU-seconds in
+-- [t_from, t_to) for which no sample arrived (counted per GPU, never negative). These seconds
+-- are "unavailable": allocated, paid for, and not observed.
+--
+-- GPUs of a node are those that ever reported; a whole-node ('*') allocation covers all of
+-- them, and counts gpus_per_node GPUs on a node that never reported at all.
+CREATE OR REPLACE MACRO ledger_missing(t_from, t_to, gpus_per_node) AS TABLE
+WITH node_gpus AS (SELECT DISTINCT node, gpu FROM rollups WHERE mig_instance IS NULL),
+ledger_gpu_seconds AS (
+    SELECT a.tenant, a.node, coalesce(a.gpu, g.gpu) AS gpu,
+           greatest(0, least(a.end_ts, epoch(t_to)) - greatest(a.start_ts, epoch(t_from)))
+               AS allocated_s
+    FROM allocations a
+    LEFT JOIN node_gpus g ON a.gpu IS NULL AND g.node = a.node
+    WHERE a.end_ts > epoch(t_from) AND a.start_ts < epoch(t_to)
+),
+unseen_nodes AS (
+    SELECT a.tenant,
+           gpus_per_node * greatest(0, least(a.end_ts, epoch(t_to))
+                                       - greatest(a.start_ts, epoch(t_from))) AS missing_s
+    FROM allocations a
+    WHERE a.gpu IS NULL AND a.end_ts > epoch(t_from) AND a.start_ts < epoch(t_to)
+      AND a.node NOT IN (SELECT node FROM node_gpus)
+),
+ledger_observed AS (
+    SELECT tenant, node, gpu, sum(observed_s) AS observed_s
+    FROM rollups
+    WHERE minute >= t_from AND minute < t_to AND tenant_source = 'ledger'
+      AND mig_instance IS NULL
+    GROUP BY tenant, node, gpu
+),
+missing AS (
+    SELECT l.tenant, sum(greatest(0, l.allocated_s - coalesce(o.observed_s, 0))) AS missing_s
+    FROM (SELECT tenant, node, gpu, sum(allocated_s) AS allocated_s
+          FROM ledger_gpu_seconds WHERE gpu IS NOT NULL GROUP BY tenant, node, gpu) l
+    LEFT JOIN ledger_observed o USING (tenant, node, gpu)
+    GROUP BY l.tenant
+    UNION ALL
+    SELECT tenant, missing_s FROM unseen_nodes
+)
+SELECT tenant, sum(missing_s) AS missing_s FROM missing GROUP BY tenant;
