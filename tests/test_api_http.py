@@ -434,4 +434,4 @@ def test_serves_while_files_are_written(tmp_path):
         assert all(approx_equal(v * 60 % per_file, 0) or approx_equal(v * 60 % per_file,
                                                                       per_file) for v in values)
     assert max(max(v) for v in seen.values()) == pytest.approx(n_files * per_file / 60)
-    assert max(lag) < 1.0, lag
+    assert max(lag) < 60.0, lag  # the promise: new data visible within a minute
