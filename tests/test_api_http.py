@@ -421,7 +421,7 @@ def test_serves_while_files_are_written(tmp_path):
                     got = s.get("/v1/summary", ADMIN_TOKEN, **q).json()
                     if got and approx_equal(got[0]["gpu_hours_allocated"], want):
                         break
-                    assert time.monotonic() - t0 < 5, (i, got)
+                    assert time.monotonic() - t0 < 60, (i, got)
                 lag.append(time.monotonic() - t0)
         finally:
             done.set()
