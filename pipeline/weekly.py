@@ -12,11 +12,12 @@ import math
 import re
 import sys
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 from fleetlens.pipeline.catalog import load_catalog
 from fleetlens.pipeline.query import connect, query
-from fleetlens.pipeline.report import ReportError, range_report
+from fleetlens.pipeline.report import ReportError
 
 from fleetlens.config import PricingConfig
 
@@ -88,20 +89,42 @@ def _naive(dt: datetime) -> datetime:
     return dt.astimezone(UTC).replace(tzinfo=None)
 
 
-def _headline(store_dir: str, start: datetime, end: datetime, gpus_per_node: int,
-              ) -> tuple[dict, dict, list[dict]]:
-    """(headline figures, the range report, per-GPU rows) of one week."""
-    rng = range_report(store_dir, start, end, None, gpus_per_node=gpus_per_node)
+def _connect(store_dir: str):
     con = connect(store_dir)
+    # DuckDB draws its own progress bar on long queries, TTY or not: this report draws one.
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _range(con, start: datetime, end: datetime, gpus_per_node: int) -> dict:
+    """Exactly what report.range_report computes (same SQL files, same arithmetic), on the
+    given connection."""
+    params = {"t_from": _naive(start), "t_to": _naive(end)}
+    tenants = query(con, "report_range_tenants",
+                    {**params, "tenant": None, "gpus_per_node": gpus_per_node})
+    fleet = query(con, "report_range_fleet", params)[0]
+    fleet["gpu_hours_unavailable"] = sum(t["gpu_hours_unavailable"] for t in tenants) + \
+        query(con, "report_range_unallocated_unavailable", params)[0]["gpu_hours"]
+    fleet["unknown_models"] = query(con, "report_range_unknown_models", params)
+    return {"fleet": fleet, "tenants": tenants}
+
+
+def _headline(store_dir: str, start: datetime, end: datetime, gpus_per_node: int,
+              ) -> tuple[dict, dict, list[dict], int]:
+    """(headline figures, the range report, per-GPU rows, GPUs seen) of one week."""
+    con = _connect(store_dir)
+    rng = _range(con, start, end, gpus_per_node)
     p = {"t_from": _naive(start), "t_to": _naive(end)}
     gpus = query(con, "weekly_gpus", p)
-    cov = query(con, "weekly_coverage", p)[0]
+    con.close()
+    # GPUs (and MIG instances) that sent at least one sample in the week.
+    seen = len({(g["uuid"], g["mig_instance"]) for g in gpus})
     week_h = (end - start).total_seconds() / 3600
     t = rng["tenants"]
     energy_j = sum(g["energy_j"] for g in gpus)
     observed_s = sum(g["observed_s"] for g in gpus)
     h = {
-        "gpu_hours_available": cov["gpus"] * week_h,
+        "gpu_hours_available": seen * week_h,
         "gpu_hours_allocated": sum(r["gpu_hours_allocated"] for r in t),
         "gpu_hours_busy": sum(r["gpu_hours_busy"] for r in t),
         "gpu_hours_idle": sum(r["gpu_hours_idle"] for r in t),
@@ -117,7 +140,7 @@ def _headline(store_dir: str, start: datetime, end: datetime, gpus_per_node: int
         "avg_power_kw": energy_j / 3.6e6 / week_h,
         "avg_power_w_per_gpu": _ratio(energy_j, observed_s),
     }
-    return h, rng, gpus
+    return h, rng, gpus, seen
 
 
 def _week_over_week(cur: dict, prev: dict) -> dict:
@@ -259,11 +282,16 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
     progress = progress or Progress(6, enabled=False)
     label, start, end = parse_week(week, now)
     week_h = (end - start).total_seconds() / 3600
-    head, rng, gpus = _headline(store_dir, start, end, gpus_per_node)
-    progress.step("this week")
-    prev, _, _ = _headline(store_dir, start - timedelta(days=7), start, gpus_per_node)
-    progress.step("previous week")
-    con = connect(store_dir)
+    # The two weeks are independent: DuckDB releases the GIL, so they overlap.
+    with ThreadPoolExecutor(2) as pool:
+        this_week = pool.submit(_headline, store_dir, start, end, gpus_per_node)
+        last_week = pool.submit(_headline, store_dir, start - timedelta(days=7), start,
+                                gpus_per_node)
+        head, rng, gpus, seen = this_week.result()
+        progress.step("this week")
+        prev = last_week.result()[0]
+        progress.step("previous week")
+    con = _connect(store_dir)
     p = {"t_from": _naive(start), "t_to": _naive(end)}
     daily = query(con, "weekly_daily", p)
     for d in daily:
@@ -320,7 +348,6 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
         "unallocated_cost": sum(g["observed_s"] / 3600 * price_of(pricing, g["model_key"])
                                 for g in gpus if g["tenant"] is None),
     }
-    cov_all = query(con, "weekly_coverage", p)[0]
     report = {
         "report": VERSION, "week": label,
         "from": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "to": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -335,7 +362,7 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
         "concentration": _concentration(rng["tenants"]),
         "data_quality": {
             "coverage_threshold": COVERAGE_THRESHOLD,
-            "gpus_seen": cov_all["gpus"],
+            "gpus_seen": seen,
             "expected_gpu_hours": head["gpu_hours_available"],
             "observed_gpu_hours": head["gpu_hours_observed"],
             "coverage": coverage, "low_coverage": fleet_low,
