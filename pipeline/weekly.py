@@ -109,22 +109,35 @@ def _range(con, start: datetime, end: datetime, gpus_per_node: int) -> dict:
     return {"fleet": fleet, "tenants": tenants}
 
 
-def _headline(store_dir: str, start: datetime, end: datetime, gpus_per_node: int,
-              ) -> tuple[dict, dict, list[dict], int]:
-    """(headline figures, the range report, per-GPU rows, GPUs seen) of one week."""
+def _totals(gpus: list[dict]) -> dict:
+    """The fleet totals of weekly_totals.sql, from weekly_gpus.sql rows."""
+    return {"gpus": len({(g["uuid"], g["mig_instance"]) for g in gpus}),
+            **{k: sum(g[k] for g in gpus) for k in ("observed_s", "energy_j", "mfu_s",
+                                                    "mfu_basis_s", "mfu_busy_basis_s")}}
+
+
+def _week(store_dir: str, start: datetime, end: datetime, gpus_per_node: int,
+          per_gpu: bool) -> tuple[dict, dict, list[dict] | None]:
+    """(headline figures, the range report, per-GPU rows or None) of one week."""
     con = _connect(store_dir)
-    rng = _range(con, start, end, gpus_per_node)
-    p = {"t_from": _naive(start), "t_to": _naive(end)}
-    gpus = query(con, "weekly_gpus", p)
-    con.close()
-    # GPUs (and MIG instances) that sent at least one sample in the week.
-    seen = len({(g["uuid"], g["mig_instance"]) for g in gpus})
-    week_h = (end - start).total_seconds() / 3600
+    try:
+        rng = _range(con, start, end, gpus_per_node)
+        p = {"t_from": _naive(start), "t_to": _naive(end)}
+        if per_gpu:
+            gpus = query(con, "weekly_gpus", p)
+            totals = _totals(gpus)
+        else:
+            gpus, totals = None, query(con, "weekly_totals", p)[0]
+    finally:
+        con.close()
+    return _headline(rng, totals, (end - start).total_seconds() / 3600), rng, gpus
+
+
+def _headline(rng: dict, tot: dict, week_h: float) -> dict:
     t = rng["tenants"]
-    energy_j = sum(g["energy_j"] for g in gpus)
-    observed_s = sum(g["observed_s"] for g in gpus)
-    h = {
-        "gpu_hours_available": seen * week_h,
+    return {
+        # GPUs (and MIG instances) that sent at least one sample in the week x its length.
+        "gpu_hours_available": tot["gpus"] * week_h,
         "gpu_hours_allocated": sum(r["gpu_hours_allocated"] for r in t),
         "gpu_hours_busy": sum(r["gpu_hours_busy"] for r in t),
         "gpu_hours_idle": sum(r["gpu_hours_idle"] for r in t),
@@ -133,14 +146,12 @@ def _headline(store_dir: str, start: datetime, end: datetime, gpus_per_node: int
         "gpu_hours_unavailable": rng["fleet"]["gpu_hours_unavailable"],
         "gpu_hours_unallocated": rng["fleet"]["gpu_hours_unallocated"],
         "gpu_hours_observed": rng["fleet"]["gpu_hours_observed"],
-        "mfu_fleet": _ratio(sum(g["mfu_s"] for g in gpus), sum(g["mfu_basis_s"] for g in gpus)),
-        "mfu_fleet_busy": _ratio(sum(g["mfu_s"] for g in gpus),
-                                 sum(g["mfu_busy_basis_s"] for g in gpus)),
-        "energy_kwh": energy_j / 3.6e6,
-        "avg_power_kw": energy_j / 3.6e6 / week_h,
-        "avg_power_w_per_gpu": _ratio(energy_j, observed_s),
+        "mfu_fleet": _ratio(tot["mfu_s"], tot["mfu_basis_s"]),
+        "mfu_fleet_busy": _ratio(tot["mfu_s"], tot["mfu_busy_basis_s"]),
+        "energy_kwh": tot["energy_j"] / 3.6e6,
+        "avg_power_kw": tot["energy_j"] / 3.6e6 / week_h,
+        "avg_power_w_per_gpu": _ratio(tot["energy_j"], tot["observed_s"]),
     }
-    return h, rng, gpus, seen
 
 
 def _week_over_week(cur: dict, prev: dict) -> dict:
@@ -284,10 +295,11 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
     week_h = (end - start).total_seconds() / 3600
     # The two weeks are independent: DuckDB releases the GIL, so they overlap.
     with ThreadPoolExecutor(2) as pool:
-        this_week = pool.submit(_headline, store_dir, start, end, gpus_per_node)
-        last_week = pool.submit(_headline, store_dir, start - timedelta(days=7), start,
-                                gpus_per_node)
-        head, rng, gpus, seen = this_week.result()
+        this_week = pool.submit(_week, store_dir, start, end, gpus_per_node, True)
+        last_week = pool.submit(_week, store_dir, start - timedelta(days=7), start,
+                                gpus_per_node, False)
+        head, rng, gpus = this_week.result()
+        seen = _totals(gpus)["gpus"]
         progress.step("this week")
         prev = last_week.result()[0]
         progress.step("previous week")
