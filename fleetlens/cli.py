@@ -307,7 +307,7 @@ def cmd_report_range(args: argparse.Namespace) -> int:
 
 def cmd_report_weekly(args: argparse.Namespace) -> int:
     from fleetlens.pipeline.report import ReportError
-    from fleetlens.pipeline.weekly import Progress, weekly_report
+    from fleetlens.pipeline.weekly import STEPS, Progress, weekly_report
     from fleetlens.pipeline.weekly_render import FORMATS, write_outputs
 
     cfg = _config(args)
@@ -320,7 +320,7 @@ def cmd_report_weekly(args: argparse.Namespace) -> int:
         raise UsageError(f"--webhook {args.webhook!r} must be an http(s) URL")
     if not Path(cfg.store.dir).is_dir():
         raise UsageError(f"--store {cfg.store.dir}: no such directory")
-    progress = Progress(7 if args.webhook else 6)
+    progress = Progress(STEPS + 1 if args.webhook else STEPS)
     try:
         report = weekly_report(cfg.store.dir, args.week, args.tenant, cfg.pricing,
                                gpus_per_node=cfg.definitions.gpus_per_node, progress=progress)

@@ -29,6 +29,7 @@ HINT_IDLE_SHARE = 0.5          # idle for at least half of its observed allocate
 HINT_SM_ACTIVE_MAX = 0.30      # mean SM activity below this ...
 HINT_FB_SHARE_MAX = 0.5        # ... and peak memory at most half of the GPU's
 TOP_IDLE = 5
+STEPS = 5  # progress steps of weekly_report()
 HEADLINE = ["gpu_hours_available", "gpu_hours_allocated", "gpu_hours_busy", "gpu_hours_idle",
             "gpu_hours_idle_held", "gpu_hours_low_efficiency", "gpu_hours_unavailable",
             "gpu_hours_unallocated", "gpu_hours_observed", "mfu_fleet", "mfu_fleet_busy",
@@ -290,7 +291,7 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
                   pricing: PricingConfig | None = None, gpus_per_node: int = 8,
                   progress: Progress | None = None, now: datetime | None = None) -> dict:
     pricing = pricing or PricingConfig()
-    progress = progress or Progress(6, enabled=False)
+    progress = progress or Progress(STEPS, enabled=False)
     label, start, end = parse_week(week, now)
     week_h = (end - start).total_seconds() / 3600
     # The two weeks are independent: DuckDB releases the GIL, so they overlap.

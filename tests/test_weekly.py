@@ -426,3 +426,36 @@ def test_empty_store_week_has_no_division_by_zero(tmp_path, config):
     assert report["data_quality"]["coverage"] is None
     assert report["concentration"]["hhi"] is None
     assert not math.isnan(report["fleet"]["headline"]["avg_power_kw"])
+
+
+def test_cli_draws_a_progress_bar_on_a_terminal(store, config, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    parent, child = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "fleetlens", "--config", str(config),
+                               "report", "weekly", "--store", str(store), "--week", WEEK,
+                               "--format", "json", "--out", str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=child, env=cli_env(),
+                              timeout=120)
+        os.close(child)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(parent, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(parent)
+    assert proc.returncode == 0
+    text = err.decode()
+    assert "1/5 this week" in text and "[##############################] 5/5" in text
+    assert proc.stdout.decode().split() == [str(tmp_path / "weekly-2026-W47.json")]
