@@ -10,6 +10,7 @@ Prints the generation time, the rows, and the report time (the figure that matte
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -94,15 +95,17 @@ def main() -> None:
         last_full -= timedelta(days=last_full.weekday() + 7) if last_full.weekday() else \
             timedelta(days=7)
         y, w, _ = last_full.isocalendar()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         report = weekly_report(str(root), f"{y}-W{w:02d}",
                                pricing=PricingConfig(models={"h100_sxm5_80gb": 2.5}))
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         write_outputs(report, ["html", "md", "csv", "json"], Path(tmp) / "out")
         t3 = time.perf_counter()
         print(f"weekly_bench: {args.gpus} GPUs x {args.days} days = {rows:,} rollup rows "
               f"(generated in {gen:.1f}s)")
-        print(f"weekly_bench: week {report['week']}: report {t2 - t1:.2f}s, rendering all "
+        print(f"weekly_bench: week {report['week']}: report {t2 - t1:.2f}s "
+              f"(CPU {c2 - c1:.2f}s, load "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), rendering all "
               f"formats {t3 - t2:.2f}s, total {t3 - t1:.2f}s; "
               f"{report['fleet']['headline']['gpu_hours_allocated']:,.0f} GPU-hours allocated, "
               f"{len(report['tenants'])} tenants")

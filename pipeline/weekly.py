@@ -12,7 +12,6 @@ import math
 import re
 import sys
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 from fleetlens.pipeline.catalog import load_catalog
@@ -294,16 +293,13 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
     progress = progress or Progress(STEPS, enabled=False)
     label, start, end = parse_week(week, now)
     week_h = (end - start).total_seconds() / 3600
-    # The two weeks are independent: DuckDB releases the GIL, so they overlap.
-    with ThreadPoolExecutor(2) as pool:
-        this_week = pool.submit(_week, store_dir, start, end, gpus_per_node, True)
-        last_week = pool.submit(_week, store_dir, start - timedelta(days=7), start,
-                                gpus_per_node, False)
-        head, rng, gpus = this_week.result()
-        seen = _totals(gpus)["gpus"]
-        progress.step("this week")
-        prev = last_week.result()[0]
-        progress.step("previous week")
+    # One week after the other: DuckDB already uses every core for each query, and two
+    # connections running at once were slower (measured with benchmarks/weekly_bench.py).
+    head, rng, gpus = _week(store_dir, start, end, gpus_per_node, True)
+    seen = _totals(gpus)["gpus"]
+    progress.step("this week")
+    prev = _week(store_dir, start - timedelta(days=7), start, gpus_per_node, False)[0]
+    progress.step("previous week")
     con = _connect(store_dir)
     p = {"t_from": _naive(start), "t_to": _naive(end)}
     daily = query(con, "weekly_daily", p)
