@@ -317,12 +317,15 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
 
     coverage = _ratio(head["gpu_hours_observed"], head["gpu_hours_available"])
     fleet_low = coverage is not None and coverage < COVERAGE_THRESHOLD
+    by_tenant: dict = defaultdict(list)
+    for g in gpus:
+        by_tenant[g["tenant"]].append(g)
     money_rows, tenant_rows, cov_rows = [], [], []
     for t in rng["tenants"]:
         if tenant is not None and t["tenant"] != tenant:
             continue
         name = t["tenant"]
-        mine = [g for g in gpus if g["tenant"] == name]
+        mine = by_tenant[name]
         observed_h = sum(g["observed_s"] for g in mine) / 3600
         unseen_h = max(0.0, t["gpu_hours_allocated"] - observed_h)
         billed = sum(g["observed_s"] / 3600 * price_of(pricing, g["model_key"]) for g in mine) \
@@ -338,7 +341,7 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
                          "ledger_gpu_hours": lr["ledger_s"] / 3600 if lr else None,
                          "observed_gpu_hours": lr["observed_s"] / 3600 if lr else None,
                          "coverage": cov})
-        allocs = _per_allocation(gpus, name)
+        allocs = _per_allocation(mine, name)
         tenant_rows.append({**t, "coverage": cov,
                             "low_coverage": cov is not None and cov < COVERAGE_THRESHOLD,
                             "mfu_histogram": hist[name], "top_idle": _top_idle(allocs),
