@@ -305,6 +305,44 @@ def cmd_report_range(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_weekly(args: argparse.Namespace) -> int:
+    from fleetlens.pipeline.report import ReportError
+    from fleetlens.pipeline.weekly import STEPS, Progress, weekly_report
+    from fleetlens.pipeline.weekly_render import FORMATS, write_outputs
+
+    cfg = _config(args)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UsageError(f"--format {args.format!r}: give one or more of "
+                         f"{', '.join(FORMATS)} (comma-separated)")
+    if args.webhook and not args.webhook.startswith(("http://", "https://")):
+        raise UsageError(f"--webhook {args.webhook!r} must be an http(s) URL")
+    if not Path(cfg.store.dir).is_dir():
+        raise UsageError(f"--store {cfg.store.dir}: no such directory")
+    progress = Progress(STEPS + 1 if args.webhook else STEPS)
+    try:
+        report = weekly_report(cfg.store.dir, args.week, args.tenant, cfg.pricing,
+                               gpus_per_node=cfg.definitions.gpus_per_node, progress=progress)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    if args.tenant and not report["tenants"]:
+        raise UsageError(f"--tenant {args.tenant!r}: no figures for it in {report['week']}")
+    paths = write_outputs(report, formats, args.out)
+    for path in paths:
+        print(path)
+    if args.webhook:
+        from fleetlens.pipeline.weekly_deliver import post_summary
+
+        result = post_summary(args.webhook, report, paths)
+        progress.step("webhook")
+        if not result.ok:
+            print(f"fleetlens report weekly: webhook {args.webhook}: {result.describe()}",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
 def cmd_report_workloads(args: argparse.Namespace) -> int:
     import json
 
@@ -479,6 +517,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--to", dest="end", required=True, help="RFC 3339 time or YYYY-MM-DD")
     sp.add_argument("--tenant")
     sp.add_argument("--format", choices=["table", "json", "csv"], default="table")
+
+    sp = add("weekly", cmd_report_weekly, "weekly utilization report of one ISO week (UTC): "
+             "fleet, money, tenants, concentration, data quality", rep_sub)
+    sp.add_argument("--store", help="store directory")
+    sp.add_argument("--week", default="last", help="ISO week like 2026-W47, or 'last' "
+                    "(the last full week; default)")
+    sp.add_argument("--tenant", help="one tenant's report (no fleet or other tenants' figures)")
+    sp.add_argument("--format", default="html",
+                    help="html, md, csv, json, or several comma-separated (default html)")
+    sp.add_argument("--out", required=True, help="output directory")
+    sp.add_argument("--webhook", metavar="URL",
+                    help="post a summary (headline figures, output paths) to this webhook")
 
     sp = add("workloads", cmd_report_workloads,
              "workload-reported MFU per job next to the counter estimate (JSON)", rep_sub)

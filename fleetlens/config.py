@@ -135,6 +135,18 @@ class ApiConfig:
 
 
 @dataclass
+class PricingConfig:
+    """Prices for the weekly report's Money section (docs/weekly-report.md)."""
+
+    currency: str = "USD"
+    # Price of one GPU-hour of a model that `models` does not list (and of allocated hours
+    # that no sample tells the model of).
+    default_usd_per_gpu_hour: float = 2.0
+    # GPU catalog model_key -> price per GPU-hour, e.g. { h100_sxm5_80gb = 2.5 }.
+    models: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     definitions: Definitions = field(default_factory=Definitions)
@@ -145,6 +157,7 @@ class Config:
     sim: SimConfig = field(default_factory=SimConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
 
 
 def _coerce(section: str, key: str, typ: Any, value: Any, origin: str) -> Any:
@@ -249,6 +262,7 @@ def validate(cfg: Config) -> None:
     if cfg.sim.nodes < 1 or cfg.sim.gpus_per_node < 1 or cfg.sim.tenants < 1:
         raise ConfigError("[sim] nodes, gpus_per_node and tenants must be >= 1")
     validate_api(cfg.api)
+    _validate_pricing(cfg.pricing)
 
 
 _TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -273,6 +287,23 @@ def validate_api(api: ApiConfig) -> None:
         if h in seen:
             raise ConfigError(f"{where} repeats a hash already listed")
         seen.add(h)
+
+
+def _validate_pricing(pr: PricingConfig) -> None:
+    if pr.default_usd_per_gpu_hour < 0:
+        raise ConfigError("[pricing] default_usd_per_gpu_hour must be >= 0")
+    if not pr.currency.strip():
+        raise ConfigError("[pricing] currency must not be empty")
+    if pr.models:
+        from fleetlens.pipeline.catalog import load_catalog  # csv only: no Polars/DuckDB
+
+        known = load_catalog()
+        for key, price in pr.models.items():
+            if key not in known:
+                raise ConfigError(f"[pricing] models: {key!r} is not a GPU catalog model_key "
+                                  f"(e.g. {', '.join(sorted(known)[:3])}, ...)")
+            if price < 0:
+                raise ConfigError(f"[pricing] models.{key} must be >= 0")
 
 
 def load(path: str | os.PathLike[str] | None = None,

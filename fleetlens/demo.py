@@ -145,5 +145,13 @@ def run_demo(args: argparse.Namespace) -> int:
             subprocess.run(_cli(*report_args, "--format", fmt), check=True, stdout=f)
     _say(f"store: {store}")
     _say(f"reports: {work / 'report-range.json'}, {work / 'report-range.csv'}")
+    # The weekly report of the simulated ISO week (docs/weekly-report.md).
+    iso = start.isocalendar()
+    weekly = subprocess.run(_cli("report", "weekly", "--store", str(store), "--week",
+                                 f"{iso.year}-W{iso.week:02d}", "--format", "html,csv,json",
+                                 "--out", str(work / "weekly")),
+                            check=True, stdout=subprocess.PIPE, text=True)
+    for path in weekly.stdout.split():
+        _say(f"weekly report: {path}")
     _say(f"finished in {time.monotonic() - t0:.0f}s")
     return 0
