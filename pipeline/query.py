@@ -6,6 +6,7 @@ so readers never take a lock that the pipeline (or another reader) would wait on
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -49,8 +50,14 @@ def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def query(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) -> list[dict]:
-    """Run sql/<name>.sql with bound parameters; rows as dicts."""
-    cur = con.execute(load_sql(name), params)
+    """Run sql/<name>.sql with bound parameters; rows as dicts. Only the parameters the SQL
+    names are bound (DuckDB refuses extra ones), so callers may pass one common set."""
+    sql = load_sql(name)
+    used = set(_PARAM.findall(sql))
+    cur = con.execute(sql, {k: v for k, v in params.items() if k in used})
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]

@@ -49,14 +49,19 @@ def range_report(store_dir: str, start: datetime, end: datetime, tenant: str | N
         raise ReportError("--to must be after --from")
     if end - start > timedelta(days=3660):
         raise ReportError("the range is longer than ten years")
-    con = connect(store_dir)
-    params = {"t_from": start.replace(tzinfo=None), "t_to": end.replace(tzinfo=None)}
-    params["gpus_per_node"] = gpus_per_node
-    tenants = query(con, "report_range_tenants", {**params, "tenant": tenant})
+    figures = range_figures(connect(store_dir), start, end, tenant, gpus_per_node)
+    return {"from": _iso(start), "to": _iso(end), **figures}
+
+
+def range_figures(con, start: datetime, end: datetime, tenant: str | None = None,
+                  gpus_per_node: int = 8) -> dict:
+    """{"fleet": ..., "tenants": [...]} for [start, end) on an open store connection: the
+    one place that turns the report SQL into the report's figures (CLI, weekly report)."""
+    params = {"t_from": start.replace(tzinfo=None), "t_to": end.replace(tzinfo=None),
+              "tenant": tenant, "gpus_per_node": gpus_per_node}
     fleet = query(con, "report_range_fleet", params)[0]
-    del params["gpus_per_node"]
     fleet["unknown_models"] = query(con, "report_range_unknown_models", params)
-    return {"from": _iso(start), "to": _iso(end), "fleet": fleet, "tenants": tenants}
+    return {"fleet": fleet, "tenants": query(con, "report_range_tenants", params)}
 
 
 def workloads_report(store_dir: str, start: datetime, end: datetime,

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from fleetlens.pipeline.catalog import load_catalog
 from fleetlens.pipeline.query import connect, query
-from fleetlens.pipeline.report import ReportError
+from fleetlens.pipeline.report import ReportError, range_figures
 
 from fleetlens.config import PricingConfig
 
@@ -97,16 +97,8 @@ def _connect(store_dir: str):
 
 
 def _range(con, start: datetime, end: datetime, gpus_per_node: int) -> dict:
-    """Exactly what report.range_report computes (same SQL files, same arithmetic), on the
-    given connection."""
-    params = {"t_from": _naive(start), "t_to": _naive(end)}
-    tenants = query(con, "report_range_tenants",
-                    {**params, "tenant": None, "gpus_per_node": gpus_per_node})
-    fleet = query(con, "report_range_fleet", params)[0]
-    fleet["gpu_hours_unavailable"] = sum(t["gpu_hours_unavailable"] for t in tenants) + \
-        query(con, "report_range_unallocated_unavailable", params)[0]["gpu_hours"]
-    fleet["unknown_models"] = query(con, "report_range_unknown_models", params)
-    return {"fleet": fleet, "tenants": tenants}
+    """Exactly what report.range_report computes (same function, same SQL files)."""
+    return range_figures(con, start, end, None, gpus_per_node)
 
 
 def _totals(gpus: list[dict]) -> dict:
