@@ -2,10 +2,15 @@
 -- [t_from, t_to) for which no sample arrived (counted per GPU, never negative). These seconds
 -- are "unavailable": allocated, paid for, and not observed.
 --
--- GPUs of a node are those that ever reported; a whole-node ('*') allocation covers all of
--- them, and counts gpus_per_node GPUs on a node that never reported at all.
+-- GPUs of a node are those that reported in the range (a scan of the range only, not of the
+-- whole store); a whole-node ('*') allocation covers all of them, and counts gpus_per_node
+-- GPUs on a node that did not report at all in the range.
 CREATE OR REPLACE MACRO ledger_missing(t_from, t_to, gpus_per_node) AS TABLE
-WITH node_gpus AS (SELECT DISTINCT node, gpu FROM rollups WHERE mig_instance IS NULL),
+WITH node_gpus AS (
+    SELECT DISTINCT node, gpu FROM rollups
+    WHERE mig_instance IS NULL AND minute >= t_from AND minute < t_to
+      AND node IN (SELECT node FROM allocations WHERE gpu IS NULL)
+),
 ledger_gpu_seconds AS (
     SELECT a.tenant, a.node, coalesce(a.gpu, g.gpu) AS gpu,
            greatest(0, least(a.end_ts, epoch(t_to)) - greatest(a.start_ts, epoch(t_from)))
