@@ -57,6 +57,9 @@ class Definitions:
                                                                  119, 120])
     # GPUs of a node with a whole-node ('*') allocation that never reported a sample.
     gpus_per_node: int = 8
+    # A silence longer than this many sample intervals, between two samples of the same
+    # (non-ledger) tenant, counts as unavailable time of that tenant (pipeline/gaps.py).
+    gap_intervals: float = 3.0
 
 
 @dataclass
@@ -240,6 +243,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[definitions] idle_gpu_util_max must be within 0..100")
     if not 0 <= d.idle_sm_active_max <= 1:
         raise ConfigError("[definitions] idle_sm_active_max must be within 0..1")
+    if d.gap_intervals <= 1:
+        raise ConfigError("[definitions] gap_intervals must be > 1")
     if not 0 <= d.low_efficiency_sm_active <= 1:
         raise ConfigError("[definitions] low_efficiency_sm_active must be within 0..1")
     if cfg.tenancy.namespace_fallback not in ("namespace", "unallocated"):

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 from fleetlens.pipeline.decode import DeadLetter, Record, decode
+from fleetlens.pipeline.gaps import gap_rows
+from fleetlens.pipeline.gaps import state_to_rows as gap_state_to_rows
 from fleetlens.pipeline.rollup import aggregate, correction, prepare
 from fleetlens.pipeline.store import Checkpoint, Store
 from fleetlens.pipeline.tenancy import changed_spans
@@ -401,6 +403,10 @@ class PipelineJob(ConsumerRebalanceListener):
                                                       part.energy_state)
                 raw_parts.append(prepared)
                 row_parts.append(aggregate(prepared, self.ledger, defs, tenancy))
+                gaps, part.gap_state = gap_rows(prepared, part.gap_state, self.ledger, defs,
+                                                tenancy)
+                if gaps.height:
+                    row_parts.append(gaps)
             if part.late:
                 merged = self._merge_late(p, part)
                 if merged.height:
@@ -419,7 +425,7 @@ class PipelineJob(ConsumerRebalanceListener):
                 written.append(rows)
                 self.stats.rollup_rows += rows.height
                 self.stats.files_written += 1
-                unknown = rows.filter(pl.col("model_key").is_null())
+                unknown = rows.filter(pl.col("model_key").is_null() & (pl.col("observed_s") > 0))
                 for model, n in unknown.group_by("model").len().iter_rows():
                     self.stats.unknown_models[model] += n
             commit = part.commit_offset()
@@ -428,6 +434,7 @@ class PipelineJob(ConsumerRebalanceListener):
                                 consumed_offset=max(consumed, cp.consumed_offset),
                                 closed=dict(part.closed),
                                 energy=energy_state_to_rows(part.energy_state),
+                                gaps=gap_state_to_rows(part.gap_state),
                                 ledger_version=part.ledger_version)
             if new_cp != cp:
                 self.store.write_checkpoint(self.topic, p, new_cp)

@@ -49,6 +49,9 @@ ROLLUP_SCHEMA: dict[str, pl.DataType] = {
     "energy_j": pl.Float64, "temp_max_c": pl.Float64, "fb_used_max_mib": pl.Float64,
     "xid_count": pl.Int64, "xid_last": pl.Int64, "throttled_s": pl.Float64,
     "mfu_s": pl.Float64, "mfu_basis_s": pl.Float64, "mfu_busy_basis_s": pl.Float64,
+    # Silence between two samples of the same (non-ledger) tenant: allocated, unavailable,
+    # not observed (pipeline/gaps.py). 0 on ordinary rows.
+    "gap_s": pl.Float64,
 }
 
 # The last energy counter reading of each GPU, carried from one flush to the next.
@@ -60,7 +63,7 @@ def empty_energy_state() -> pl.DataFrame:
     return pl.DataFrame(schema=ENERGY_STATE_SCHEMA)
 
 
-def _model_specs(pairs: list[tuple[str, float | None]]) -> pl.DataFrame:
+def model_specs(pairs: list[tuple[str, float | None]]) -> pl.DataFrame:
     """Catalog facts per (model name, power limit) pair seen in a batch."""
     rows = []
     for m, limit in pairs:
@@ -82,7 +85,7 @@ def _time_weighted_mean(col: str) -> pl.Expr:
 
 def classify(samples: pl.DataFrame, defs: Definitions) -> pl.DataFrame:
     """Add per-sample `_down`, `_idle`, `_held`, `_busy`, `_low`, `_mfu` (and model_key)."""
-    specs = _model_specs(samples.select("model", "power_limit_w").unique().rows())
+    specs = model_specs(samples.select("model", "power_limit_w").unique().rows())
     # MIG: collectors report the SM clock once per physical GPU (on one instance); the other
     # instances of the same GPU and time share it.
     s = samples.join(specs, on=["model", "power_limit_w"], how="left",
@@ -219,6 +222,7 @@ def aggregate(s: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions,
         sec.filter(pl.col("_mfu").is_not_null()).sum().alias("mfu_basis_s"),
         sec.filter(pl.col("_mfu").is_not_null() & pl.col("_busy")).sum()
         .alias("mfu_busy_basis_s"),
+        pl.lit(0.0).alias("gap_s"),
     )
     return out.select([pl.col(c).cast(t) for c, t in ROLLUP_SCHEMA.items()]).sort(KEYS[:5])
 
@@ -226,7 +230,7 @@ def aggregate(s: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions,
 # Columns that add up across rows: the only ones a correction row carries.
 SUM_COLUMNS = ["samples", "observed_s", "busy_s", "low_eff_s", "idle_s", "idle_held_s",
                "unavailable_s", "energy_j", "xid_count", "throttled_s", "mfu_s", "mfu_basis_s",
-               "mfu_busy_basis_s"]
+               "mfu_busy_basis_s", "gap_s"]
 _DESCRIPTIVE = ["mig_profile", "model", "model_key", "cluster", "namespace", "job_id"]
 
 

@@ -41,6 +41,8 @@ class Checkpoint:
     # Last energy counter reading per GPU: [uuid, mig_instance, ts, energy_j], so that the
     # first sample after a restart gets the same counter delta as in an uninterrupted run.
     energy: list[list] = field(default_factory=list)
+    # Last sample per GPU: [uuid, mig_instance, end, tenant, tenant_source] (pipeline/gaps.py).
+    gaps: list[list] = field(default_factory=list)
     # The ledger version every window written for this partition is attributed with.
     ledger_version: int = 0
     # Offsets at or below consumed_offset that are still waiting (workload reports whose GPUs

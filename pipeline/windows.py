@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 import polars as pl
+from fleetlens.pipeline.gaps import state_from_rows as gap_state_from_rows
 from fleetlens.pipeline.rollup import ENERGY_STATE_SCHEMA
 from fleetlens.pipeline.store import Checkpoint
 
@@ -36,6 +37,7 @@ class PartitionWindows:
         self.checkpoint = checkpoint
         self.closed: dict[str, int] = dict(checkpoint.closed)
         self.energy_state = energy_state_from_rows(checkpoint.energy)
+        self.gap_state = gap_state_from_rows(checkpoint.gaps)
         self.ledger_version = checkpoint.ledger_version
         self.late: list[pl.DataFrame] = []  # samples for closed windows, merged at the flush
         self.pending: list[pl.DataFrame] = []

@@ -3,7 +3,7 @@
 SELECT
     coalesce(sum(observed_s), 0) / 3600.0                                   AS gpu_hours_observed,
     coalesce(sum(observed_s) FILTER (WHERE tenant IS NULL), 0) / 3600.0     AS gpu_hours_unallocated,
-    (coalesce(sum(unavailable_s), 0)
+    (coalesce(sum(unavailable_s), 0) + coalesce(sum(gap_s), 0)
      + (SELECT coalesce(sum(missing_s), 0)
         FROM ledger_missing($t_from, $t_to, $gpus_per_node))) / 3600.0       AS gpu_hours_unavailable
 FROM rollups

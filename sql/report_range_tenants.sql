@@ -2,7 +2,8 @@
 --
 -- Every allocated GPU-second is in exactly one of busy, idle or unavailable:
 --   allocated = busy + idle + unavailable, where unavailable = seconds of samples carrying a
---   GPU-down XID + ledger-allocated seconds for which no sample arrived (per GPU).
+--   GPU-down XID + ledger-allocated seconds for which no sample arrived (per GPU) + silences
+--   between samples of one non-ledger tenant (gap_s).
 -- idle_held is part of idle, low_efficiency part of busy. MFU ratios divide by the seconds
 -- where the estimate is known (see pipeline/rollup.py). mfu_reported comes from workload
 -- reports (NULL when no workload published any).
@@ -10,14 +11,15 @@ WITH observed AS (
     SELECT tenant,
            sum(observed_s) AS observed_s, sum(busy_s) AS busy_s, sum(low_eff_s) AS low_eff_s,
            sum(idle_s) AS idle_s, sum(idle_held_s) AS idle_held_s,
-           sum(unavailable_s) AS unavailable_s, sum(mfu_s) AS mfu_s,
+           sum(unavailable_s) + coalesce(sum(gap_s), 0) AS unavailable_s,
+           coalesce(sum(gap_s), 0) AS gap_s, sum(mfu_s) AS mfu_s,
            sum(mfu_basis_s) AS mfu_basis_s, sum(mfu_busy_basis_s) AS mfu_busy_basis_s,
            sum(energy_j) AS energy_j
     FROM rollups
     WHERE minute >= $t_from AND minute < $t_to AND tenant IS NOT NULL
     GROUP BY tenant
     -- a tenant whose rows a ledger correction cancelled out has nothing left to report
-    HAVING abs(sum(observed_s)) > 1e-9
+    HAVING abs(sum(observed_s)) + abs(coalesce(sum(gap_s), 0)) > 1e-9
 ),
 missing_by_tenant AS (
     SELECT * FROM ledger_missing($t_from, $t_to, $gpus_per_node)
@@ -30,7 +32,8 @@ reported AS (
 )
 SELECT
     t.tenant,
-    (coalesce(o.observed_s, 0) + coalesce(m.missing_s, 0)) / 3600.0  AS gpu_hours_allocated,
+    (coalesce(o.observed_s, 0) + coalesce(o.gap_s, 0) + coalesce(m.missing_s, 0)) / 3600.0
+                                                                       AS gpu_hours_allocated,
     coalesce(o.busy_s, 0) / 3600.0                                     AS gpu_hours_busy,
     coalesce(o.idle_s, 0) / 3600.0                                     AS gpu_hours_idle,
     coalesce(o.idle_held_s, 0) / 3600.0                                AS gpu_hours_idle_held,

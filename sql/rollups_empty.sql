@@ -36,5 +36,7 @@ CREATE OR REPLACE TABLE rollups (
     throttled_s       DOUBLE,
     mfu_s             DOUBLE,    -- sum of MFU estimate x seconds
     mfu_basis_s       DOUBLE,    -- seconds where the MFU estimate is known (idle = 0)
-    mfu_busy_basis_s  DOUBLE     -- busy seconds where the MFU estimate is known
+    mfu_busy_basis_s  DOUBLE,    -- busy seconds where the MFU estimate is known
+    gap_s             DOUBLE     -- silence between samples of one non-ledger tenant: allocated,
+                                 -- unavailable, not observed (pipeline/gaps.py)
 );

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from fleetlens.pipeline import catalog
 from fleetlens.pipeline.decode import Record, decode
-from fleetlens.pipeline.rollup import rollup, rollup_with_state
+from fleetlens.pipeline.rollup import empty_energy_state, rollup, rollup_with_state
 from fleetlens.pipeline.store import Checkpoint
 from fleetlens.pipeline.tenancy import LedgerError, attribute, ledger_frame, read_ledger_csv
 from fleetlens.pipeline.windows import PartitionWindows
@@ -263,3 +263,36 @@ def test_catalog_peaks_reproduce_from_sm_count_and_spec_clock():
     assert h100.sm_count * 4096 * h100.spec_clock_mhz * 1e6 / 1e12 == pytest.approx(
         h100.bf16_dense_tflops, rel=0.001)
     assert all(s.source for s in catalog.load_catalog().values())
+
+
+def test_silences_between_samples_of_one_tenant_count_as_unavailable(tmp_path):
+    from fleetlens.pipeline.gaps import empty_gap_state, gap_rows
+    from fleetlens.pipeline.rollup import prepare
+
+    ledger = ledger_frame(read_ledger_csv(write_ledger(
+        tmp_path, "led,n1,2,2026-11-16T00:00:00Z,2026-11-16T01:00:00Z\n")))
+    df = samples([
+        # GPU 0, namespace ns: 0-30, 30-60, silence 60-300 (240 s > 3 x 30 - 30), 300-330
+        {"ts": T0, "namespace": "ns", "gpu_util": 50.0},
+        {"ts": T0 + 30, "namespace": "ns", "gpu_util": 50.0},
+        {"ts": T0 + 300, "namespace": "ns", "gpu_util": 50.0},
+        # GPU 1: a silence, but the tenant changed across it: nobody's allocation is known
+        {"ts": T0, "uuid": "GPU-b", "gpu": 1, "namespace": "a"},
+        {"ts": T0 + 600, "uuid": "GPU-b", "gpu": 1, "namespace": "b"},
+        # GPU 2: ledger-allocated: the report counts missing ledger time itself
+        {"ts": T0, "uuid": "GPU-c", "gpu": 2},
+        {"ts": T0 + 600, "uuid": "GPU-c", "gpu": 2},
+        # GPU 3: a short silence (60 s, not more than 3 intervals of 30 s): not a gap
+        {"ts": T0, "uuid": "GPU-d", "gpu": 3, "namespace": "ns"},
+        {"ts": T0 + 90, "uuid": "GPU-d", "gpu": 3, "namespace": "ns"},
+    ])
+    prepared, _ = prepare(df, empty_energy_state())
+    rows, state = gap_rows(prepared, empty_gap_state(), ledger, Definitions())
+    assert rows.select("uuid", "tenant", "gap_s", "observed_s").rows() == [
+        ("GPU-1", "ns", 240.0, 0.0)]
+    assert rows["minute"].dt.epoch("s").to_list() == [T0 + 300]
+    # The state carries each GPU's last sample to the next flush.
+    nxt = samples([{"ts": T0 + 1000, "namespace": "ns", "gpu_util": 1.0}])
+    prepared, _ = prepare(nxt, empty_energy_state())
+    rows, _ = gap_rows(prepared, state, ledger, Definitions())
+    assert rows["gap_s"].to_list() == [1000.0 - 330.0]
