@@ -43,6 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, str, str, str]] = []
     fleetlens_cpu = None
     t_all = time.monotonic()
+    background = None
+    if args.quick and "freshness" in selected and len(selected) > 1:
+        # --quick: freshness is mostly waiting for minutes to close; run it alongside the
+        # others (it adds a few % of one core to their figures) to stay under 3 minutes.
+        import threading
+
+        selected.remove("freshness")
+        background = {"load": load()}
+
+        def _fresh() -> None:
+            try:
+                background["rows"] = STAGES["freshness"](sz)
+            except Exception as exc:  # noqa: BLE001
+                background["rows"] = [("freshness", "FAILED", "-", repr(exc)[:200])]
+
+        thread = threading.Thread(target=_fresh, daemon=True)
+        thread.start()
     for name in selected:
         t0 = time.monotonic()
         load_before = load()
@@ -54,11 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             out = [(name, "FAILED", "-", f"{type(exc).__name__}: {exc}"[:200])]
         for stage, figure, value, note in out:
             rows.append((stage, figure, value, note, load_before))
-            if stage == "ingest 1 proc" and figure.startswith("CPU-s per 1M"):
+            if stage == "ingest 1 proc" and figure.endswith("pipeline + broker"):
                 fleetlens_cpu = float(value)
         print(f"  {name}: {time.monotonic() - t0:.0f} s (load before: {load_before})",
               file=sys.stderr, flush=True)
 
+    if background is not None:
+        thread.join()
+        rows += [(*r[:3], r[3] + " (ran alongside the other stages)", background["load"])
+                 for r in background["rows"]]
     print(header)
     print(f"finished {timestamp_note()}, {time.monotonic() - t_all:.0f} s in all")
     if args.markdown:

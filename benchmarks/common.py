@@ -3,6 +3,7 @@ pre-encoded schema-v1 messages, a tiny static HTTP server. Plain Python; asserts
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -170,6 +171,11 @@ class StaticServer:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # noqa: N802
+                # the scraper may hang up (Prometheus stopping)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._get()
+
+            def _get(self):
                 body = outer.pages.get(self.path.split("?")[0])
                 if body is None:
                     self.send_response(404)
