@@ -11,6 +11,8 @@ CPU time of the agent process (all its threads) as a percentage of one core, and
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import re
 import signal
@@ -26,6 +28,9 @@ sys.path.insert(0, str(ROOT))
 from fleetlens.broker import EmbeddedBroker, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+DCGM_PAGE = ROOT.parent / "shared" / "reference" / "dcgm" / "dcgm_8xh100_synthetic.txt"
+if not DCGM_PAGE.is_file():
+    DCGM_PAGE = Path("/work/shared/reference/dcgm/dcgm_8xh100_synthetic.txt")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -44,15 +49,28 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=5.0, help="seconds before measuring")
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--nodes", type=int, default=1, help="simulated nodes, 8 GPUs each")
+    p.add_argument("--source", choices=["sim", "dcgm"], default="sim",
+                   help="dcgm: scrape a local HTTP server serving the recorded 8xH100 "
+                        "dcgm-exporter page (../shared/reference/dcgm/)")
+    p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     p.add_argument("--no-metrics", action="store_true",
                    help="do not serve the agent's Prometheus metrics (served by default)")
     args = p.parse_args()
 
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker())
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        if args.source == "dcgm":
+            from benchmarks.common import StaticServer
+
+            srv = stack.enter_context(StaticServer({"/metrics": DCGM_PAGE.read_bytes()}))
+            source_args = ["--source", "dcgm", "--dcgm-url", srv.url("/metrics")]
+        else:
+            source_args = ["--source", "sim", "--nodes", str(args.nodes)]
         t_start = time.monotonic()
         agent = subprocess.Popen(
-            [sys.executable, "-m", "fleetlens", "agent", "--source", "sim",
-             "--nodes", str(args.nodes), "--interval", str(args.interval),
+            [sys.executable, "-m", "fleetlens", "agent", *source_args,
+             "--interval", str(args.interval),
              "--bootstrap", broker.bootstrap, "--topic", "bench.agent",
              "--spool-dir", str(Path(tmp) / "spool"),
              "--metrics-port", "0" if args.no_metrics else str(free_port())],
@@ -79,7 +97,7 @@ def main() -> int:
     summary = next((ln for ln in err.splitlines() if ln.startswith("agent: ticks=")), "")
     gpus = args.nodes * 8
     pct = 100.0 * (c1 - c0) / (t1 - t0)
-    print(f"fleetlens agent, sim source, {args.nodes} node(s) x 8 GPUs = {gpus} GPUs at "
+    print(f"fleetlens agent, {args.source} source, {args.nodes} node(s) x 8 GPUs = {gpus} GPUs at "
           f"{1 / args.interval:g} Hz, publishing to Tansu through the spool, metrics "
           f"{'off' if args.no_metrics else 'served'}")
     print(f"  CPU (user+sys) over {t1 - t0:.0f} s:   {c1 - c0:.2f} s = {pct:.2f} % of one core")
@@ -87,6 +105,11 @@ def main() -> int:
     print(f"  RSS: {rss_settled / 1024:.1f} MB settled, {rss_now / 1024:.1f} MB at the end, "
           f"peak (VmHWM) {hwm / 1024:.1f} MB; {threads} threads")
     print(f"  agent exit {agent.returncode} after {total:.0f} s: {summary}")
+    if args.json:
+        print(json.dumps({"source": args.source, "gpus": gpus, "seconds": t1 - t0,
+                          "cpu_pct": pct, "startup_cpu_s": startup_cpu,
+                          "rss_settled_mb": rss_settled / 1024, "peak_rss_mb": hwm / 1024,
+                          "threads": threads, "exit": agent.returncode}))
     return 0
 
 

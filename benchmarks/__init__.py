@@ -1,0 +1,3 @@
+"""fleetlens benchmark suite: `python -m benchmarks [STAGE ...] [--quick]`.
+
+See docs/benchmarks.md."""
