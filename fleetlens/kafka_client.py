@@ -87,7 +87,7 @@ def make_consumer(cfg: KafkaConfig, group_id: str | None = None, **overrides) ->
         # Without the `crc32c` C extension kafka-python checks CRC-32C in pure Python: measured
         # 60 % of the pipeline's fetch time (benchmarks, docs/benchmarks.md). The broker has
         # already validated each batch's CRC on produce and TCP checks the transfer, so the
-        # consumer-side check is kept only where it is cheap (install `crc32c` to get it).
+        # consumer-side check is kept only where it is cheap (`crc32c` is a pinned dependency).
         check_crcs=FAST_CRC,
     )
     settings.update(overrides)
