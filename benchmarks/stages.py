@@ -58,12 +58,15 @@ class Sizes:
     prom_seconds: float = 40.0
     prom_backfill_gpus: int = 1000
     prom_backfill_step_s: int = 300
+    api_gpus: int = 1000
+    api_requests: int = 10           # per client (10 clients)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(ingest_ticks=150, memory_big_gpus=0, decode_ticks=100,
                    query_fleets=(1000,), agent_seconds=6.0, fresh_seconds=100.0,
-                   prom_seconds=10.0, prom_backfill_gpus=100, prom_backfill_step_s=600)
+                   prom_seconds=10.0, prom_backfill_gpus=100, prom_backfill_step_s=600,
+                   api_requests=3)
 
 
 def _fmt_rate(x: float) -> str:
@@ -286,6 +289,84 @@ def query(sz: Sizes) -> list[Row]:
             rows.append(("query", f"report range 1 week, {gpus:,} GPUs, warm (in-process)",
                          f"{sorted(warm)[len(warm) // 2]:.3f} s",
                          f"median of {len(warm)} range_report() calls (min {min(warm):.3f} s)"))
+    return rows
+
+
+def api(sz: Sizes) -> list[Row]:
+    """`fleetlens serve` over a week of 1,000 GPUs of 1-minute rollups: the per-tenant summary
+    under 10 concurrent clients (requests/s, p50/p99 latency)."""
+    import threading
+
+    from fleetlens.broker import free_port
+
+    token = "bench-admin-token-0123456789"
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        n = make_rollups(tmp, sz.api_gpus)
+        entry = subprocess.run(fleetlens_cmd("api", "hash-token", token), capture_output=True,
+                               text=True, check=True).stdout.strip()
+        cfg = Path(tmp) / "api.toml"
+        cfg.write_text(f"[api]\ntokens = [{entry}]\n")
+        port = free_port()
+        server = subprocess.Popen(fleetlens_cmd("--config", str(cfg), "serve", "--store", tmp,
+                                                "--port", str(port)),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=clean_env())
+        q = urllib.parse.urlencode({"from": WEEK0.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                    "to": (WEEK0 + timedelta(days=7)).strftime(
+                                        "%Y-%m-%dT%H:%M:%SZ")})
+        url = f"http://127.0.0.1:{port}/v1/summary?{q}"
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def get() -> float:
+            a = time.perf_counter()
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                        timeout=120) as r:
+                r.read()
+            return time.perf_counter() - a
+
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    get()  # warm-up, also waits for the server
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+            latencies: list[float] = []
+            errors: list[str] = []
+            lock = threading.Lock()
+
+            def client() -> None:
+                for _ in range(sz.api_requests):
+                    try:
+                        t = get()
+                        with lock:
+                            latencies.append(t)
+                    except OSError as exc:
+                        with lock:
+                            errors.append(repr(exc))
+
+            threads = [threading.Thread(target=client) for _ in range(10)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+        finally:
+            server.terminate()
+            server.wait(30)
+    latencies.sort()
+    p = lambda q_: latencies[min(len(latencies) - 1, int(q_ * len(latencies)))]  # noqa: E731
+    note = (f"{len(latencies)} requests, 10 clients, {n:,} rollup rows; "
+            f"{len(errors)} errors; server and clients share the 2 cores")
+    rows.append(("api", f"/v1/summary 1 week, {sz.api_gpus:,} GPUs: requests/s",
+                 f"{len(latencies) / wall:.1f}", note))
+    rows.append(("api", "/v1/summary latency p50 / p99",
+                 f"{p(0.5) * 1000:.0f} / {p(0.99) * 1000:.0f} ms", note))
     return rows
 
 
@@ -580,7 +661,7 @@ def _promql(sz: Sizes, promtool: str, prom: str, tmp: str) -> list[Row]:
 
 
 STAGES = {
-    "ingest": ingest, "decode": decode_rollup, "query": query, "agent": agent,
+    "ingest": ingest, "decode": decode_rollup, "query": query, "api": api, "agent": agent,
     "freshness": freshness, "prometheus": prometheus,
 }
 

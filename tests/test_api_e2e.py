@@ -103,7 +103,8 @@ def test_serve_answers_with_the_reports_numbers_while_the_pipeline_writes(broker
     # The same process, no restart: the new files are visible, with the report's numbers.
     assert get(url, "/v1/summary", ADMIN, **q) == rep["tenants"]
     [fleet] = get(url, "/v1/fleet", ADMIN, **q)
-    assert fleet == {k: rep["fleet"][k] for k in ("gpu_hours_observed", "gpu_hours_unallocated")}
+    assert fleet == {k: rep["fleet"][k] for k in ("gpu_hours_observed", "gpu_hours_unallocated",
+                                                  "gpu_hours_unavailable")}
     assert get(url, "/v1/unknown-models", ADMIN, **q) == rep["fleet"]["unknown_models"]
     assert_same(get(url, "/v1/summary", BETA, **q),
                 [t for t in rep["tenants"] if t["tenant"] == "beta"])
