@@ -249,6 +249,7 @@ def make_rollups(store_dir: str, gpus: int, days: int = 7) -> int:
             pl.when(busy).then(u * 30).otherwise(0.0).alias("mfu_s"),
             pl.lit(60.0).alias("mfu_basis_s"),
             pl.when(busy).then(60.0).otherwise(0.0).alias("mfu_busy_basis_s"),
+            pl.lit(0.0).alias("gap_s"),
         ).select([pl.col(c).cast(t) for c, t in ROLLUP_SCHEMA.items()])
         store.write_rollups("fleetlens.samples", 0, d * 1000 + c0 // chunk + 1, f)
         total += f.height
