@@ -60,7 +60,9 @@ def range_figures(con, start: datetime, end: datetime, tenant: str | None = None
     params = {"t_from": start.replace(tzinfo=None), "t_to": end.replace(tzinfo=None),
               "tenant": tenant, "gpus_per_node": gpus_per_node}
     fleet = query(con, "report_range_fleet", params)[0]
-    fleet["unknown_models"] = query(con, "report_range_unknown_models", params)
+    # The fleet's unknown models, also in a one-tenant report (they are a fleet figure).
+    fleet["unknown_models"] = query(con, "report_range_unknown_models",
+                                    {**params, "tenant": None})
     return {"fleet": fleet, "tenants": query(con, "report_range_tenants", params)}
 
 

@@ -152,7 +152,7 @@ def create_app(store_dir: str, tokens: list[dict], max_points: int = 10_000,
                        fmt: Format = "json"):
         scope = scoped(p, tenant)
         f, r = P.parse_format(fmt), rng(start, end)
-        t = reader.run("api_unknown_models", {**r.bind(), "tenant": scope})
+        t = reader.run("report_range_unknown_models", {**r.bind(), "tenant": scope})
         return respond(t, f, "Unknown GPU models", subtitle(r, scope))
 
     @route("/v1/coverage", "Data coverage: observed vs expected GPU-hours",
