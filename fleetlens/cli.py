@@ -273,13 +273,12 @@ def cmd_allocations_load(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_ledger(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
+    from fleetlens.times import rfc3339 as fmt
 
     cfg = _config(args)
     sim = _sim(cfg, args)
     start = _parse_epoch(args.start, "from")
     end = _parse_epoch(args.end, "to")
-    fmt = lambda t: datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     out = open(args.out, "w") if args.out else sys.stdout  # noqa: SIM115
     try:
         out.write("tenant,node,gpu,start,end\n")

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 from fleetlens.pipeline.query import connect, query
 
+from fleetlens.times import rfc3339
+
 TENANT_COLUMNS = ["tenant", "gpu_hours_allocated", "gpu_hours_busy", "gpu_hours_idle",
                   "gpu_hours_idle_held", "gpu_hours_unavailable", "gpu_hours_low_efficiency",
                   "mfu_allocated", "mfu_busy", "mfu_reported", "energy_kwh"]
@@ -39,10 +41,6 @@ def parse_when(text: str, what: str) -> datetime:
     return dt.astimezone(UTC)
 
 
-def _iso(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def range_report(store_dir: str, start: datetime, end: datetime, tenant: str | None = None,
                  gpus_per_node: int = 8) -> dict:
     if end <= start:
@@ -50,7 +48,7 @@ def range_report(store_dir: str, start: datetime, end: datetime, tenant: str | N
     if end - start > timedelta(days=3660):
         raise ReportError("the range is longer than ten years")
     figures = range_figures(connect(store_dir), start, end, tenant, gpus_per_node)
-    return {"from": _iso(start), "to": _iso(end), **figures}
+    return {"from": rfc3339(start), "to": rfc3339(end), **figures}
 
 
 def range_figures(con, start: datetime, end: datetime, tenant: str | None = None,
@@ -73,7 +71,7 @@ def workloads_report(store_dir: str, start: datetime, end: datetime,
     con = connect(store_dir)
     params = {"t_from": start.replace(tzinfo=None), "t_to": end.replace(tzinfo=None),
               "tenant": tenant}
-    return {"from": _iso(start), "to": _iso(end),
+    return {"from": rfc3339(start), "to": rfc3339(end),
             "workloads": query(con, "report_workloads", params)}
 
 

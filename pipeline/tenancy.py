@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 
 from fleetlens.config import TenancyConfig
+from fleetlens.times import rfc3339
 
 LEDGER_SCHEMA = {"tenant": pl.String, "node": pl.String, "gpu": pl.Int64,
                  "start_ts": pl.Float64, "end_ts": pl.Float64}
@@ -43,11 +44,7 @@ class Allocation:
     def describe(self) -> str:
         gpu = "*" if self.gpu is None else self.gpu
         return (f"line {self.line} ({self.tenant}, {self.node}, gpu {gpu}, "
-                f"{_iso(self.start)} .. {_iso(self.end)})")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                f"{rfc3339(self.start)} .. {rfc3339(self.end)})")
 
 
 def parse_time(text: str, where: str) -> float:

@@ -19,6 +19,7 @@ from fleetlens.pipeline.query import connect, query
 from fleetlens.pipeline.report import ReportError, range_figures
 
 from fleetlens.config import PricingConfig
+from fleetlens.times import rfc3339
 
 VERSION = "fleetlens.weekly.v1"
 COVERAGE_THRESHOLD = 0.95
@@ -354,7 +355,7 @@ def weekly_report(store_dir: str, week: str = "last", tenant: str | None = None,
     }
     report = {
         "report": VERSION, "week": label,
-        "from": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "to": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "from": rfc3339(start), "to": rfc3339(end),
         "tenant_filter": tenant,
         "fleet": {"headline": head, "previous_week": prev,
                   "week_over_week": _week_over_week(head, prev), "low_coverage": fleet_low,

@@ -12,19 +12,18 @@ import html
 import io
 import json
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.responses import HTMLResponse, Response
 
 from fleetlens.api.data import Table
+from fleetlens.times import rfc3339
 
 
 def iso(dt: datetime) -> str:
     """A naive UTC (or aware) datetime as RFC 3339 with 'Z'."""
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(dt)
 
 
 def _value(v: Any) -> Any:
