@@ -257,15 +257,31 @@ def make_rollups(store_dir: str, gpus: int, days: int = 7) -> int:
 
 
 def query(sz: Sizes) -> list[Row]:
-    from fleetlens.pipeline.report import range_report
+    from fleetlens.pipeline.compact import compact_partition
+    from fleetlens.pipeline.query import connect
+    from fleetlens.pipeline.report import range_figures, range_report
+    from fleetlens.pipeline.store import Store
 
     rows: list[Row] = []
     start_s, end_s = WEEK0.strftime("%Y-%m-%d"), (WEEK0 + timedelta(days=7)).strftime("%Y-%m-%d")
+    week = (WEEK0, WEEK0 + timedelta(days=7))
     for gpus in sz.query_fleets:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.monotonic()
             n = make_rollups(tmp, gpus)
             gen = time.monotonic() - t
+            # Before the hourly tier exists: every minute row is read.
+            con = connect(tmp)
+            a = time.perf_counter()
+            minute_only = range_figures(con, *week)
+            minute_s = time.perf_counter() - a
+            # What the pipeline does as files accumulate (pipeline/compact.py), here at once.
+            store = Store(tmp)
+            a = time.perf_counter()
+            compact_partition(store, "fleetlens.samples", 0,
+                              max(int(f.stem) for f in store.rollup_files()))
+            compact_s = time.perf_counter() - a
+            tier_rows = sum(pq_rows(f) for f in store.hourly_dir().rglob("*.parquet"))
             size_mb = sum(p.stat().st_size for p in Path(tmp).rglob("*.parquet")) / 1e6
             files = len(list(Path(tmp).rglob("*.parquet")))
             cold = []
@@ -277,11 +293,17 @@ def query(sz: Sizes) -> list[Row]:
                     raise RuntimeError(err)
                 cold.append(wall)
             n_tenants = len(json.loads(out)["tenants"])
-            warm = []
-            for _ in range(5 if gpus <= 1000 else 3):
+            con = connect(tmp)
+            warm, reconnect = [], []
+            for _ in range(5):
                 a = time.perf_counter()
-                range_report(tmp, WEEK0, WEEK0 + timedelta(days=7))
+                tiered = range_figures(con, *week)
                 warm.append(time.perf_counter() - a)
+            for _ in range(5):
+                a = time.perf_counter()
+                range_report(tmp, *week)
+                reconnect.append(time.perf_counter() - a)
+            worst = max_relative_difference(minute_only, tiered)
             rows.append(("query", f"report range 1 week, {gpus:,} GPUs, cold (new process)",
                          f"{min(cold):.2f} s",
                          f"{n:,} rollup rows in {files} files, {size_mb:.0f} MB "
@@ -289,8 +311,37 @@ def query(sz: Sizes) -> list[Row]:
                          f"{rss / 1024:.0f} MB; rollups generated in {gen:.0f} s"))
             rows.append(("query", f"report range 1 week, {gpus:,} GPUs, warm (in-process)",
                          f"{sorted(warm)[len(warm) // 2]:.3f} s",
-                         f"median of {len(warm)} range_report() calls (min {min(warm):.3f} s)"))
+                         f"median of {len(warm)} range_figures() calls on an open store "
+                         f"connection (min {min(warm):.3f} s), as the API and the weekly report "
+                         f"run it; with a new connection each time (range_report): "
+                         f"{sorted(reconnect)[len(reconnect) // 2]:.3f} s"))
+            rows.append(("query", f"hourly tier, {gpus:,} GPUs: compaction / report without it",
+                         f"{compact_s:.1f} s / {minute_s:.2f} s",
+                         f"{n:,} minute rows -> {tier_rows:,} hourly rows in {compact_s:.1f} s "
+                         f"(once here; the pipeline compacts every 60 files); the same report "
+                         f"from minute rows only: {minute_s:.2f} s; largest relative difference "
+                         f"between the two: {worst:.1e}"))
     return rows
+
+
+def pq_rows(path: Path) -> int:
+    import polars as pl
+
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def max_relative_difference(a: object, b: object) -> float:
+    """The largest relative difference between the numbers of two report dicts (same shape)."""
+    if isinstance(a, dict):
+        return max((max_relative_difference(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, list):
+        return max((max_relative_difference(x, y) for x, y in zip(a, b, strict=True)),
+                   default=0.0)
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) / max(abs(a), abs(b), 1e-12)
+    if a != b:
+        raise AssertionError(f"report differs: {a!r} != {b!r}")
+    return 0.0
 
 
 def api(sz: Sizes) -> list[Row]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
+from fleetlens.pipeline.compact import compact_partition
 from fleetlens.pipeline.decode import DeadLetter, Record, decode
 from fleetlens.pipeline.gaps import gap_rows
 from fleetlens.pipeline.gaps import state_to_rows as gap_state_to_rows
@@ -58,7 +59,8 @@ class JobStats:
     files_written: int = 0
     unknown_models: Counter = field(default_factory=Counter)  # model -> rollup rows
     # Where the time goes (seconds, cumulative): fetch = inside poll(), decode = bytes ->
-    # frame, window = accept + close, rollup = rollup(), write = Parquet + checkpoint + commit.
+    # frame, window = accept + close, rollup = rollup(), write = Parquet + checkpoint + commit,
+    # compact = the hourly tier (pipeline/compact.py).
     seconds: Counter = field(default_factory=Counter)
     flushes: int = 0
     last_flush_at: float | None = None  # wall clock
@@ -127,6 +129,8 @@ class PipelineJob(ConsumerRebalanceListener):
         # Called with the job after every flush, with or without new rows (health metrics,
         # alert rules that fire on the absence of data).
         self.flush_hooks: list[Callable[[PipelineJob], None]] = []
+        # Partition -> highest rollup file in the hourly tier (pipeline/compact.py).
+        self._tier_covered: dict[int, int] = {}
 
     # -- rebalance ----------------------------------------------------------------------------
     def on_partitions_revoked(self, revoked) -> None:
@@ -135,6 +139,7 @@ class PipelineJob(ConsumerRebalanceListener):
         for tp in revoked:
             if tp.topic == self.topic:
                 self.parts.pop(tp.partition, None)
+                self._tier_covered.pop(tp.partition, None)
             else:
                 self.workload.pop(tp.partition, None)
             self.waiting.discard(tp)
@@ -441,7 +446,21 @@ class PipelineJob(ConsumerRebalanceListener):
                 part.checkpoint = new_cp
             if commit is not None:
                 commits[TopicPartition(self.topic, p)] = OffsetAndMetadata(commit, "", -1)
-            self.stats.seconds["write"] += time.monotonic() - t1
+            t2 = time.monotonic()
+            self.stats.seconds["write"] += t2 - t1
+            # Only durable files (<= the checkpoint's seq) go into the tier; an error there
+            # never stops ingestion: readers use the minute files until a later try succeeds.
+            covered = self._tier_covered.get(p)  # None: not read from the store yet
+            behind = part.checkpoint.seq - (covered or 0)
+            try:
+                if (covered is None or behind >= p_cfg.compact_min_files
+                        or (flush_all and behind > 0)):
+                    self._tier_covered[p] = compact_partition(
+                        self.store, self.topic, p, part.checkpoint.seq,
+                        1 if flush_all else p_cfg.compact_min_files)
+            except Exception:  # noqa: BLE001
+                log.exception("hourly-tier compaction of partition %d failed", p)
+            self.stats.seconds["compact"] += time.monotonic() - t2
         t0 = time.monotonic()
         commits.update(self._flush_workload(flush_all))
         if commits:

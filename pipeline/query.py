@@ -7,6 +7,7 @@ so readers never take a lock that the pipeline (or another reader) would wait on
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -25,16 +26,47 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def list_literal(items: list[str]) -> str:
+    """A DuckDB list of string literals, e.g. for read_parquet([...])."""
+    return "[" + ", ".join(_literal(i) for i in items) + "]"
+
+
+def range_params(start: datetime, end: datetime) -> dict[str, datetime]:
+    """Parameters of a range query: [t_from, t_to), and [h_from, h_to), the whole hours inside
+    it, which sql/rollups_tiered_view.sql answers from the hourly tier. Naive UTC, like the
+    rollups' minute column."""
+    t_from, t_to = start.replace(tzinfo=None), end.replace(tzinfo=None)
+    floor = t_from.replace(minute=0, second=0, microsecond=0)
+    h_from = floor if floor == t_from else floor + timedelta(hours=1)
+    h_to = t_to.replace(minute=0, second=0, microsecond=0)
+    if h_to <= h_from:  # no whole hour inside: all from the minute rollups
+        h_from = h_to = t_to
+    return {"t_from": t_from, "t_to": t_to, "h_from": h_from, "h_to": h_to}
+
+
 def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the views `rollups`, `allocations` and `workload_mfu`, and the
-    table macro `ledger_missing`."""
+    """An in-memory DuckDB with the views `rollups`, `rollups_tiered`, `allocations` and
+    `workload_mfu`, and the table macros `range_rollups` and `ledger_missing`."""
+    from fleetlens.pipeline.compact import snapshot
+
     store = Store(store_dir)
     con = duckdb.connect(":memory:")
+    # Store files never change once written (pipeline/store.py), so their Parquet footers can
+    # be cached for the connection's life instead of re-read by every query.
+    con.execute("SET parquet_metadata_cache = true")
+    tier = snapshot(store)  # listed before the minute glob is read: see compact.snapshot
     if store.rollup_files():
         sql = load_sql("rollups_view").replace("{{rollups_glob}}", _literal(store.rollup_glob()))
     else:
         sql = load_sql("rollups_empty")
     con.execute(sql)
+    # Hourly files all have one schema; minute files written by older versions lack columns.
+    hourly = f"read_parquet({list_literal([str(p) for p in tier.hourly])})" \
+        if tier.hourly else "(SELECT * FROM rollups WHERE false)"
+    recent = f"read_parquet({list_literal([str(p) for p in tier.recent])}, union_by_name = true)" \
+        if tier.recent else "(SELECT * FROM rollups WHERE false)"
+    con.execute(load_sql("rollups_tiered_view").replace("{{hourly}}", hourly)
+                .replace("{{recent}}", recent))
     versions = store.ledger_versions()
     if versions:
         con.execute(load_sql("allocations_view").replace("{{ledger_path}}",

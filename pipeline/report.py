@@ -14,7 +14,7 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 
-from fleetlens.pipeline.query import connect, query
+from fleetlens.pipeline.query import connect, query, range_params
 
 from fleetlens.times import rfc3339
 
@@ -55,8 +55,7 @@ def range_figures(con, start: datetime, end: datetime, tenant: str | None = None
                   gpus_per_node: int = 8) -> dict:
     """{"fleet": ..., "tenants": [...]} for [start, end) on an open store connection: the
     one place that turns the report SQL into the report's figures (CLI, weekly report)."""
-    params = {"t_from": start.replace(tzinfo=None), "t_to": end.replace(tzinfo=None),
-              "tenant": tenant, "gpus_per_node": gpus_per_node}
+    params = {**range_params(start, end), "tenant": tenant, "gpus_per_node": gpus_per_node}
     fleet = query(con, "report_range_fleet", params)[0]
     # The fleet's unknown models, also in a one-tenant report (they are a fleet figure).
     fleet["unknown_models"] = query(con, "report_range_unknown_models",

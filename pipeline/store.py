@@ -4,6 +4,9 @@ Layout (all paths relative to the store directory):
 
     raw/<topic>/p<partition>/<seq>.parquet       the samples behind rollup file <seq>
     rollups/<topic>/p<partition>/<seq>.parquet   per-GPU-minute rollups, one file per flush
+    hourly/<topic>/p<partition>/<first>-<last>-<level>.parquet
+                                                 rollup files first..last summed per GPU-hour
+                                                 (pipeline/compact.py)
     workload/<topic>/p<partition>/<seq>.parquet  workload-reported MFU rows
     checkpoints/<topic>/p<partition>.json        what partition <partition> has made durable
     allocations/ledger-<version>.parquet         allocation ledger versions (newest wins)
@@ -69,14 +72,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.write_parquet(tmp, compression="zstd", statistics=True)
+def publish(tmp: Path, path: Path) -> None:
+    """Make the finished file `tmp` durable and visible as `path` in one step."""
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def atomic_write_parquet(path: Path, frame: pl.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.write_parquet(tmp, compression="zstd", statistics=True)
+    publish(tmp, path)
 
 
 class PartitionLock:
@@ -151,6 +159,16 @@ class Store:
 
     def write_rollups(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:
         return self._write_seq("rollups", topic, partition, seq, frame)
+
+    def partition_rollup_files(self, topic: str, partition: int) -> list[Path]:
+        return sorted(self._partition_dir("rollups", topic, partition).glob("[0-9]*.parquet"))
+
+    # -- hourly tier (pipeline/compact.py) ---------------------------------------------------
+    def hourly_dir(self) -> Path:
+        return self.root / "hourly"
+
+    def hourly_partition_dir(self, topic: str, partition: int) -> Path:
+        return self._partition_dir("hourly", topic, partition)
 
     # -- raw archive ----------------------------------------------------------------------------
     def write_raw(self, topic: str, partition: int, seq: int, frame: pl.DataFrame) -> Path:

@@ -1,14 +1,15 @@
--- ledger_missing(t_from, t_to, gpus_per_node): per tenant, ledger-allocated GPU-seconds in
+-- ledger_missing(t_from, t_to, h_from, h_to, gpus_per_node): per tenant, ledger-allocated GPU-seconds in
 -- [t_from, t_to) for which no sample arrived (counted per GPU, never negative). These seconds
 -- are "unavailable": allocated, paid for, and not observed.
 --
 -- GPUs of a node are those that reported in the range (a scan of the range only, not of the
 -- whole store); a whole-node ('*') allocation covers all of them, and counts gpus_per_node
 -- GPUs on a node that did not report at all in the range.
-CREATE OR REPLACE MACRO ledger_missing(t_from, t_to, gpus_per_node) AS TABLE
+-- (h_from, h_to: the whole hours inside the range, as for range_rollups.)
+CREATE OR REPLACE MACRO ledger_missing(t_from, t_to, h_from, h_to, gpus_per_node) AS TABLE
 WITH node_gpus AS (
-    SELECT DISTINCT node, gpu FROM rollups
-    WHERE mig_instance IS NULL AND minute >= t_from AND minute < t_to
+    SELECT DISTINCT node, gpu FROM range_rollups(t_from, t_to, h_from, h_to)
+    WHERE mig_instance IS NULL
       AND node IN (SELECT node FROM allocations WHERE gpu IS NULL)
 ),
 ledger_gpu_seconds AS (
@@ -29,8 +30,9 @@ unseen_nodes AS (
 ),
 ledger_observed AS (
     SELECT tenant, node, gpu, sum(observed_s) AS observed_s
-    FROM rollups
-    WHERE minute >= t_from AND minute < t_to AND tenant_source = 'ledger'
+    FROM range_rollups(t_from, t_to, h_from, h_to)
+    WHERE tenant_source = 'ledger'
+      AND node IN (SELECT node FROM allocations)  -- only GPUs the ledger can miss
       AND mig_instance IS NULL
     GROUP BY tenant, node, gpu
 ),

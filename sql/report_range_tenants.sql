@@ -15,14 +15,14 @@ WITH observed AS (
            coalesce(sum(gap_s), 0) AS gap_s, sum(mfu_s) AS mfu_s,
            sum(mfu_basis_s) AS mfu_basis_s, sum(mfu_busy_basis_s) AS mfu_busy_basis_s,
            sum(energy_j) AS energy_j
-    FROM rollups
-    WHERE minute >= $t_from AND minute < $t_to AND tenant IS NOT NULL
+    FROM range_rollups($t_from, $t_to, $h_from, $h_to)
+    WHERE tenant IS NOT NULL
     GROUP BY tenant
     -- a tenant whose rows a ledger correction cancelled out has nothing left to report
     HAVING abs(sum(observed_s)) + abs(coalesce(sum(gap_s), 0)) > 1e-9
 ),
 missing_by_tenant AS (
-    SELECT * FROM ledger_missing($t_from, $t_to, $gpus_per_node)
+    SELECT * FROM ledger_missing($t_from, $t_to, $h_from, $h_to, $gpus_per_node)
 ),
 reported AS (
     SELECT tenant, sum(mfu_x_gpu_s) / nullif(sum(gpu_s), 0) AS mfu_reported

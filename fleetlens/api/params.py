@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from fleetlens.pipeline.query import range_params
+
 # Rollups are per minute, so a bucket is a whole number of minutes.
 MIN_STEP = timedelta(minutes=1)
 MAX_RANGE = timedelta(days=3660)  # as `fleetlens report range`
@@ -151,5 +153,6 @@ class TimeRange:
     end: datetime
 
     def bind(self) -> dict[str, datetime]:
-        """DuckDB parameters: the rollups' minute column is a naive UTC timestamp."""
-        return {"t_from": self.start.replace(tzinfo=None), "t_to": self.end.replace(tzinfo=None)}
+        """DuckDB parameters: [t_from, t_to) and its whole hours [h_from, h_to), naive UTC
+        like the rollups' minute column (pipeline/query.py range_params)."""
+        return range_params(self.start, self.end)
