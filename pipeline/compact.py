@@ -80,25 +80,30 @@ def _seq(path: Path) -> int:
 
 @dataclass(frozen=True)
 class TierSnapshot:
-    """What a reader reads: hourly files, plus the minute files no hourly file covers yet."""
+    """What a reader reads: hourly files, plus every minute file above the sequence they
+    cover in its partition (`covered`: the partition's minute-file folder -> sequence)."""
 
     hourly: list[Path]
-    recent: list[Path]
+    covered: dict[Path, int]
+
+    def is_recent(self, minute_file: Path) -> bool:
+        return _seq(minute_file) > self.covered.get(minute_file.parent, 0)
 
 
 def snapshot(store: Store) -> TierSnapshot:
-    """List the tier for reading. Hourly files are listed before minute files: a compaction
-    that finishes in between is simply not seen, and its minute files are read instead."""
+    """List the hourly files for reading. The snapshot stays exact while the pipeline goes on:
+    its newer minute files are all above `covered` (readers glob them at query time), and a
+    newer hourly file only covers minute files above `covered` too. Files merged away after
+    the snapshot are kept for DELETE_AFTER_S, longer than a reader keeps a snapshot."""
     hourly: list[Path] = []
     covered: dict[Path, int] = {}
     for folder in sorted(p for p in store.hourly_dir().glob("*/p*") if p.is_dir()):
         files = outermost(hourly_files(folder))
-        hourly += [h.path for h in files]
-        covered[folder.relative_to(store.hourly_dir())] = max((h.last for h in files),
-                                                              default=0)
-    recent = [f for f in store.rollup_files()
-              if _seq(f) > covered.get(f.parent.relative_to(store.rollup_dir()), 0)]
-    return TierSnapshot(hourly, recent)
+        if files:
+            hourly += [h.path for h in files]
+            covered[store.rollup_dir() / folder.relative_to(store.hourly_dir())] = \
+                max(h.last for h in files)
+    return TierSnapshot(hourly, covered)
 
 
 def compact_partition(store: Store, topic: str, partition: int, upto_seq: int,

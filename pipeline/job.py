@@ -131,6 +131,7 @@ class PipelineJob(ConsumerRebalanceListener):
         self.flush_hooks: list[Callable[[PipelineJob], None]] = []
         # Partition -> highest rollup file in the hourly tier (pipeline/compact.py).
         self._tier_covered: dict[int, int] = {}
+        self._taken_at = 0.0  # when a partition was last taken (restarts the idle clock)
 
     # -- rebalance ----------------------------------------------------------------------------
     def on_partitions_revoked(self, revoked) -> None:
@@ -170,6 +171,7 @@ class PipelineJob(ConsumerRebalanceListener):
             self.consumer.seek_to_beginning(tp)
         else:
             self.consumer.seek(tp, cp.commit_offset)
+        self._taken_at = time.monotonic()
 
     def _retry_waiting(self) -> None:
         for tp in list(self.waiting):
@@ -205,6 +207,11 @@ class PipelineJob(ConsumerRebalanceListener):
                 assigned = bool(self.parts or self.workload or self.waiting)
                 if not polled and assigned and last_data is None:
                     last_data = now  # assigned; start the idle clock
+                if last_data is not None and (self.waiting or self._taken_at > last_data):
+                    # A partition just taken (its first fetch from the checkpoint is still
+                    # on its way) or one still locked by its previous owner is not idleness:
+                    # --until-idle must not exit before reading it.
+                    last_data = now
                 if not assigned and last_data is None and now - started > assign_timeout_s:
                     raise TimeoutError(f"no partition assigned within {assign_timeout_s:.0f}s")
                 pending = sum(p.pending_rows for p in self.parts.values())

@@ -55,7 +55,8 @@ def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
     # be cached for the connection's life instead of re-read by every query.
     con.execute("SET parquet_metadata_cache = true")
     tier = snapshot(store)  # listed before the minute glob is read: see compact.snapshot
-    if store.rollup_files():
+    has_files = bool(store.rollup_files())
+    if has_files:
         sql = load_sql("rollups_view").replace("{{rollups_glob}}", _literal(store.rollup_glob()))
     else:
         sql = load_sql("rollups_empty")
@@ -63,8 +64,15 @@ def connect(store_dir: str) -> duckdb.DuckDBPyConnection:
     # Hourly files all have one schema; minute files written by older versions lack columns.
     hourly = f"read_parquet({list_literal([str(p) for p in tier.hourly])})" \
         if tier.hourly else "(SELECT * FROM rollups WHERE false)"
-    recent = f"read_parquet({list_literal([str(p) for p in tier.recent])}, union_by_name = true)" \
-        if tier.recent else "(SELECT * FROM rollups WHERE false)"
+    # Minute files the tier covers are skipped by name: DuckDB prunes files on `filename`
+    # before opening them, and files the pipeline adds later are picked up by the glob.
+    covered = " AND ".join(
+        f"NOT (filename > {_literal(str(folder) + '/')} "
+        f"AND filename <= {_literal(str(folder / f'{seq:012d}.parquet'))})"
+        for folder, seq in sorted(tier.covered.items())) or "true"
+    recent = (f"(SELECT * FROM read_parquet({_literal(store.rollup_glob())}, "
+              f"union_by_name = true, filename = true) WHERE {covered})"
+              if has_files else "(SELECT * FROM rollups WHERE false)")
     con.execute(load_sql("rollups_tiered_view").replace("{{hourly}}", hourly)
                 .replace("{{recent}}", recent))
     versions = store.ledger_versions()

@@ -115,6 +115,9 @@ def test_replay_pipeline_report_matches_hand_computed_figures(broker, topic, tmp
     stats = json.loads(first.stderr.split("pipeline: ", 1)[1])
     assert stats["samples"] == 13 and stats["dead_letters"] == 0
     assert stats["unknown_models"] == {"NVIDIA Z9000 Prototype": 2}  # rollup rows: 2 minutes
+    # Going idle, the job summed its rollup files into the hourly tier, so the whole-hour
+    # report below is read from there (pipeline/compact.py).
+    assert list((store / "hourly").rglob("*.parquet"))
     report = report_json(store)
     assert_report_matches(report)
 

@@ -130,7 +130,8 @@ def test_report_is_the_same_from_the_tier_as_from_minute_rows(store):
     before = {r: figures(store, *r) for r in RANGES}
     compact_all(store)
     assert len(list(store.hourly_dir().rglob("*.parquet"))) == 2  # one per partition
-    assert snapshot(store).recent == []  # every minute file is covered
+    tier = snapshot(store)
+    assert not any(tier.is_recent(f) for f in store.rollup_files())  # all covered
     for r in RANGES:
         assert_same(before[r], figures(store, *r))
     # and one tenant's view
@@ -164,16 +165,34 @@ def test_rows_written_after_a_compaction_are_counted_once(store):
     fix = correction_rows(minute_rows(random.Random(1), range(61, 64)))
     store.write_rollups(TOPIC, 0, 100, fix)
     expected = figures(store, *RANGES[0])
-    assert [p.name for p in snapshot(store).recent] == ["000000000100.parquet"]
+    tier = snapshot(store)
+    assert [f.name for f in store.rollup_files() if tier.is_recent(f)] == ["000000000100.parquet"]
     assert compact_partition(store, TOPIC, 0, upto_seq=99) == 15  # 100 is not durable yet
     assert_same(expected, figures(store, *RANGES[0]))
     assert compact_partition(store, TOPIC, 0, upto_seq=100) == 100
-    assert snapshot(store).recent == []
+    tier = snapshot(store)
+    assert not any(tier.is_recent(f) for f in store.rollup_files())
     assert_same(expected, figures(store, *RANGES[0]))
     cobalt = {t["tenant"]: t for t in expected["tenants"]}["cobalt"]
     moved = fix.filter(pl.col("tenant") == "cobalt")
     assert cobalt["gpu_hours_allocated"] == pytest.approx(
         (moved["observed_s"].sum() + moved["gap_s"].sum()) / 3600)
+
+
+def test_an_open_connection_sees_files_written_and_compacted_after_it_was_made(store):
+    """The API keeps one connection for a while: the pipeline's newer minute files and
+    compactions must neither be missed nor counted twice on it."""
+    compact_all(store)
+    con = connect(str(store.root))
+    store.write_rollups(TOPIC, 1, 16, minute_rows(random.Random(3), range(300, 330)))
+    store.write_rollups(TOPIC, 1, 17, correction_rows(minute_rows(random.Random(4),
+                                                                  range(120, 122))))
+    span = (T0, T0 + timedelta(hours=6))
+    assert_same(figures(store, *span), range_figures(con, *span))
+    compact_all(store)  # a newer hourly file the open connection does not list
+    assert_same(figures(store, *span), range_figures(con, *span))
+    assert range_figures(con, *span)["fleet"]["gpu_hours_observed"] > \
+        figures(store, *RANGES[0])["fleet"]["gpu_hours_observed"]
 
 
 def test_levels_merge_and_readers_never_count_a_sequence_twice(store):
