@@ -101,9 +101,10 @@ BY_NAME: dict[str, DcgmField] = {name.upper(): f for f in FIELDS for name in f.n
 def lookup(metric_name: str) -> DcgmField | None:
     """The field a metric name stands for, or None for metrics fleetlens does not read.
 
-    ``prometheus_client``'s parser renames the samples of a ``# TYPE … counter`` family to
-    ``<name>_total`` (so ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` arrives as
-    ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total``); the suffix it added is taken off again.
+    ``prometheus_client``'s parser, used before ``collectors/exposition.py``, renamed the
+    samples of a ``# TYPE … counter`` family to ``<name>_total``
+    (``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total``); such a suffix is still taken off, so that
+    pages re-exported by something that adds it (or recorded through it) keep working.
     """
     found = BY_NAME.get(metric_name.upper())
     if found is None and metric_name.endswith("_total"):
