@@ -24,9 +24,14 @@ INT64_BLANK = 0x7FFFFFFFFFFFFFF0  # 9223372036854775792
 FP64_BLANK = 140737488355328.0  # 2**47
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DcgmField:
-    """One DCGM field as fleetlens reads it."""
+    """One DCGM field as fleetlens reads it.
+
+    Compared and hashed by identity (``eq=False``): every field is one of the singletons in
+    ``FIELDS``, and the dcgm source keys dicts by field hundreds of times per scrape, where the
+    generated value hash (a tuple of every attribute) cost more than the lookups themselves.
+    """
 
     field_id: int
     names: tuple[str, ...]  # every metric name this field is exported under
