@@ -24,9 +24,14 @@ INT64_BLANK = 0x7FFFFFFFFFFFFFF0  # 9223372036854775792
 FP64_BLANK = 140737488355328.0  # 2**47
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DcgmField:
-    """One DCGM field as fleetlens reads it."""
+    """One DCGM field as fleetlens reads it.
+
+    Compared and hashed by identity (``eq=False``): every field is one of the singletons in
+    ``FIELDS``, and the dcgm source keys dicts by field hundreds of times per scrape, where the
+    generated value hash (a tuple of every attribute) cost more than the lookups themselves.
+    """
 
     field_id: int
     names: tuple[str, ...]  # every metric name this field is exported under
@@ -101,9 +106,10 @@ BY_NAME: dict[str, DcgmField] = {name.upper(): f for f in FIELDS for name in f.n
 def lookup(metric_name: str) -> DcgmField | None:
     """The field a metric name stands for, or None for metrics fleetlens does not read.
 
-    ``prometheus_client``'s parser renames the samples of a ``# TYPE … counter`` family to
-    ``<name>_total`` (so ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` arrives as
-    ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total``); the suffix it added is taken off again.
+    ``prometheus_client``'s parser, used before ``collectors/exposition.py``, renamed the
+    samples of a ``# TYPE … counter`` family to ``<name>_total``
+    (``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total``); such a suffix is still taken off, so that
+    pages re-exported by something that adds it (or recorded through it) keep working.
     """
     found = BY_NAME.get(metric_name.upper())
     if found is None and metric_name.endswith("_total"):

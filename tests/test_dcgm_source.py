@@ -545,3 +545,97 @@ def test_dcgm_source_imports_neither_polars_nor_duckdb():
                          check=True, timeout=60)
     assert json.loads(out.stdout) == []
 
+
+
+# -- keep-alive connections --------------------------------------------------------------------
+class KeepAliveExporter:
+    """An HTTP/1.1 server that counts the connections it accepts. close_after: hang up after
+    each response without saying so (as an exporter's idle timeout does), so the client's
+    next request on that connection meets a closed socket."""
+
+    def __init__(self, body: str, close_after: bool = False) -> None:
+        self.connections = 0
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                outer.connections += 1
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                outer.requests += 1
+                if self.path == "/old":
+                    self.send_response(302)
+                    self.send_header("Location", "/metrics")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                self.close_connection = close_after
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_scrapes_reuse_one_connection():
+    ex = KeepAliveExporter(fx("timeslicing.txt"))
+    src = DcgmSource([ex.url + "/metrics"])
+    try:
+        first = flat(src.collect(1_800_000_000.0, 1.0))
+        for tick in range(1, 4):
+            assert flat(src.collect(1_800_000_000.0 + tick, 1.0)) == [
+                {**s, "ts": 1_800_000_000.0 + tick} for s in first]
+        assert (ex.requests, ex.connections) == (4, 1)
+        assert src.counters()["scrapes_ok"] == 4
+    finally:
+        src.close()
+        ex.close()
+
+
+def test_a_connection_the_exporter_closed_is_replaced_without_an_error():
+    ex = KeepAliveExporter(fx("timeslicing.txt"), close_after=True)
+    src = DcgmSource([ex.url + "/metrics"])
+    try:
+        for tick in range(3):
+            assert len(flat(src.collect(1_800_000_000.0 + tick, 1.0))) == 2
+            time.sleep(0.05)  # let the server's hang-up arrive
+        c = src.counters()
+        errors = c["scrape_connection_errors"] + c["scrape_http_errors"]
+        assert (c["scrapes_ok"], errors) == (3, 0)
+        assert ex.connections == 3
+    finally:
+        src.close()
+        ex.close()
+
+
+def test_a_redirect_is_followed():
+    ex = KeepAliveExporter(fx("model_dashes.txt"))
+    src = DcgmSource([ex.url + "/old"])
+    try:
+        assert len(flat(src.collect(1_800_000_000.0, 1.0))) == 2
+        assert src.counters()["scrapes_ok"] == 1
+    finally:
+        src.close()
+        ex.close()
+
+
+def test_an_integer_beyond_float_range_is_null_not_a_crash(exporter):
+    page = ('DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-big-0",Hostname="fx-big"} -' + "9" * 400
+            + '\nDCGM_FI_DEV_GPU_UTIL{gpu="1",UUID="GPU-big-1",Hostname="fx-big"} 7\n')
+    s = by_gpu(scrape(exporter, page)[0])
+    assert (s[(0, None)]["gpu_util"], s[(1, None)]["gpu_util"]) == (None, 7.0)
