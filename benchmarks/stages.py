@@ -512,8 +512,12 @@ def freshness(sz: Sizes) -> list[Row]:
             ag.finish(30)
             pipe.send_signal(signal.SIGTERM)
             pipe.finish(30)
-    note = (f"live sim agent {sz.fresh_nodes * 8} GPUs at 1 Hz -> pipeline, lateness 10 s, "
-            f"flush 5 s; {sz.fresh_seconds:.0f} s run, {len(store_lat):,} samples")
+    from fleetlens.config import PipelineConfig
+
+    defaults = PipelineConfig()  # the benchmark runs the pipeline with the default windows
+    note = (f"live sim agent {sz.fresh_nodes * 8} GPUs at 1 Hz -> pipeline, lateness "
+            f"{defaults.lateness_s:g} s, flush {defaults.flush_interval_s:g} s; "
+            f"{sz.fresh_seconds:.0f} s run, {len(store_lat):,} samples")
     rows.append(("freshness", "sample ts -> in store (report/API) p50 / p99",
                  f"{pct(store_lat, 50):.0f} / {pct(store_lat, 99):.0f} s", note))
     rows.append(("freshness", "Prometheus gauge: oldest / newest sample of the minute",
@@ -628,7 +632,8 @@ def prometheus(sz: Sizes, fleetlens_cpu_per_m: float | None) -> list[Row]:
 def _promql(sz: Sizes, promtool: str, prom: str, tmp: str) -> list[Row]:
     """Backfill one week of GPU_UTIL with tenant labels via promtool, then ask per-tenant idle
     hours with PromQL; compare with fleetlens's report over the same GPUs and tenants."""
-    from fleetlens.pipeline.report import range_report
+    from fleetlens.pipeline.query import connect
+    from fleetlens.pipeline.report import range_figures
 
     from fleetlens.broker import free_port
 
@@ -703,9 +708,14 @@ def _promql(sz: Sizes, promtool: str, prom: str, tmp: str) -> list[Row]:
     # fleetlens over the same GPUs (1-minute rollups, exact) for the same question
     with tempfile.TemporaryDirectory() as store:
         make_rollups(store, gpus)
-        a = time.perf_counter()
-        rep = range_report(store, WEEK0, WEEK0 + timedelta(days=7))
-        fl_s = time.perf_counter() - a
+        compact_store(store)
+        con = connect(store)
+        fl = []
+        for _ in range(3):
+            a = time.perf_counter()
+            rep = range_figures(con, WEEK0, WEEK0 + timedelta(days=7))
+            fl.append(time.perf_counter() - a)
+        fl_s = min(fl)
     fl_hours = {t["tenant"]: t.get("gpu_hours_idle") for t in rep["tenants"]}
     errs = [abs(prom_hours.get(k, 0) - v) / v for k, v in fl_hours.items()
             if v and k in prom_hours]
@@ -714,7 +724,8 @@ def _promql(sz: Sizes, promtool: str, prom: str, tmp: str) -> list[Row]:
                  f"{rss / 1024:.0f} MB; OpenMetrics gen {gen_s:.0f} s, promtool backfill "
                  f"{bf_s:.0f} s"))
     rows.append(("promql", "fleetlens whole weekly report, same GPUs (warm)",
-                 f"{fl_s:.3f} s", f"ratio PromQL/fleetlens {min(times) / fl_s:.0f}x; PromQL "
+                 f"{fl_s:.3f} s", f"best of 3 on an open connection, hourly tier built; "
+                 f"ratio PromQL/fleetlens {min(times) / fl_s:.0f}x; PromQL "
                  f"idle hours differ from exact by up to {100 * max(errs, default=0):.1f} % "
                  "(sampled every step, not time-weighted)"))
     return rows
