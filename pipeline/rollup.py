@@ -88,10 +88,8 @@ def classify(samples: pl.DataFrame, defs: Definitions) -> pl.DataFrame:
     specs = model_specs(samples.select("model", "power_limit_w").unique().rows())
     # MIG: collectors report the SM clock once per physical GPU (on one instance); the other
     # instances of the same GPU and time share it.
-    s = samples.join(specs, on=["model", "power_limit_w"], how="left", nulls_equal=True)
-    if s["sm_clock_mhz"].null_count():  # the window is only needed where a clock is missing
-        s = s.with_columns(
-            pl.coalesce("sm_clock_mhz", pl.col("sm_clock_mhz").max().over("uuid", "ts")))
+    s = fill_shared_clock(samples.join(specs, on=["model", "power_limit_w"], how="left",
+                                       nulls_equal=True))
     down = pl.col("xid").is_in(defs.unavailable_xids).fill_null(False)
     util_idle = pl.col("gpu_util").is_null() | (pl.col("gpu_util") <= defs.idle_gpu_util_max)
     sm_idle = pl.col("sm_active").is_null() | (pl.col("sm_active") <= defs.idle_sm_active_max)
@@ -141,6 +139,16 @@ def last_of_gpu() -> pl.Expr:
     """On rows sorted by GPU: True on the last row of each (uuid, mig_instance)."""
     return (pl.col("uuid").ne_missing(pl.col("uuid").shift(-1))
             | pl.col("mig_instance").ne_missing(pl.col("mig_instance").shift(-1)))
+
+
+def fill_shared_clock(s: pl.DataFrame) -> pl.DataFrame:
+    """A missing SM clock takes the clock reported for the same GPU at the same time (MIG:
+    one instance carries it). The window over (uuid, ts) is skipped when no clock is missing,
+    where it could not change anything."""
+    if not s["sm_clock_mhz"].null_count():
+        return s
+    return s.with_columns(
+        pl.coalesce("sm_clock_mhz", pl.col("sm_clock_mhz").max().over("uuid", "ts")))
 
 
 def sample_energy(s: pl.DataFrame, state: pl.DataFrame, is_sorted: bool = False
