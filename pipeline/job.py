@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
-from fleetlens.pipeline.decode import DeadLetter, Record, decode
+from fleetlens.pipeline.decode import DeadLetter, decode
 from fleetlens.pipeline.gaps import gap_rows
 from fleetlens.pipeline.gaps import state_to_rows as gap_state_to_rows
 from fleetlens.pipeline.rollup import aggregate, correction, prepare
@@ -102,6 +102,22 @@ def known_gpu_models(store_dir: str) -> dict[str, str]:
     except Exception:  # noqa: BLE001 - an unreadable store is reported by the first write
         return {}
     return dict(rows)
+
+
+def _by_partition(frame: pl.DataFrame) -> list[tuple[int, pl.DataFrame]]:
+    """(partition, rows) of a decoded poll. decode() keeps the records' order, which is by
+    partition, so each partition's rows are one slice (zero-copy, unlike partition_by)."""
+    if frame.height == 0:
+        return []
+    runs = frame["_partition"].rle().struct.unnest()
+    if runs["value"].n_unique() != runs.height:  # not grouped after all: the general way
+        return [(p[0], rows) for p, rows in frame.partition_by("_partition", as_dict=True,
+                                                                 maintain_order=True).items()]
+    out, start = [], 0
+    for p, n in zip(runs["value"].to_list(), runs["len"].to_list(), strict=True):
+        out.append((p, frame.slice(start, n)))
+        start += n
+    return out
 
 
 class PipelineJob(ConsumerRebalanceListener):
@@ -225,8 +241,10 @@ class PipelineJob(ConsumerRebalanceListener):
     def _process(self, polled: dict) -> None:
         for tp in [tp for tp in polled if tp.topic == self.workload_topic]:
             self._process_workload(tp.partition, polled.pop(tp))
-        records = [Record(tp.partition, r.offset, r.key, r.value)
-                   for tp in sorted(polled, key=lambda t: t.partition) for r in polled[tp]]
+        # kafka-python's records carry partition, offset, key and value, all decode() reads:
+        # no per-record copy into Record (one Python object per message adds up).
+        order = sorted(polled, key=lambda t: t.partition)
+        records = [r for tp in order for r in polled[tp]]
         self.stats.messages += len(records)
         t0 = time.monotonic()
         frame, dead = decode(records)
@@ -241,11 +259,11 @@ class PipelineJob(ConsumerRebalanceListener):
             if part is not None and part.is_replay(d.offset):
                 continue  # dead-lettered before the restart
             self._dead_letter(d)
-        for r in records:
-            if r.partition in self.parts:
-                self.parts[r.partition].consumed(r.offset)
-        for p, rows in frame.partition_by("_partition", as_dict=True).items():
-            part = self.parts.get(p[0])
+        for tp in order:
+            if tp.partition in self.parts and polled[tp]:
+                self.parts[tp.partition].consumed(max(r.offset for r in polled[tp]))
+        for p, rows in _by_partition(frame):
+            part = self.parts.get(p)
             if part is None:
                 continue  # revoked mid-poll; the next owner replays it
             late, skipped = part.accept(rows)

@@ -65,21 +65,12 @@ class PartitionWindows:
         if rows.height == 0:
             return rows, 0
         now = time.monotonic() if now is None else now
-        minute = ((pl.col("ts") // 60) * 60).cast(pl.Int64)
-        if self.closed:
-            closed = pl.DataFrame(
-                {"node": list(self.closed), "_closed": list(self.closed.values())},
-                schema={"node": pl.String, "_closed": pl.Int64})
-            rows = rows.join(closed, on="node", how="left", maintain_order="left")
-            is_closed = (minute <= pl.col("_closed")).fill_null(False)
+        if not self.closed or int(rows["ts"].min() // 60 * 60) > max(self.closed.values()):
+            # The usual case: every row is newer than every closed window, so nothing is late
+            # or a replay, and the per-node join of _split_closed could find nothing.
+            fresh, late, skipped = rows, rows.clear(), 0
         else:
-            rows = rows.with_columns(pl.lit(None, dtype=pl.Int64).alias("_closed"))
-            is_closed = pl.lit(False)
-        replay = pl.col("_offset") <= self.checkpoint.consumed_offset
-        rows = rows.with_columns(is_closed.alias("_is_closed"), replay.alias("_replay"))
-        skipped = rows.filter(pl.col("_is_closed") & pl.col("_replay")).height
-        late = rows.filter(pl.col("_is_closed") & ~pl.col("_replay"))
-        fresh = rows.filter(~pl.col("_is_closed")).drop("_closed", "_is_closed", "_replay")
+            fresh, late, skipped = self._split_closed(rows)
         if fresh.height:
             self.pending.append(fresh)
             self.pending_rows += fresh.height
@@ -87,7 +78,24 @@ class PartitionWindows:
                 if ts > self.watermark.get(node, float("-inf")):
                     self.watermark[node] = ts
                 self.last_seen[node] = now
-        return late.drop("_closed", "_is_closed", "_replay"), skipped
+        return late, skipped
+
+    def _split_closed(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+        """(rows of open windows, late rows, number of replayed rows) by each node's last
+        closed minute."""
+        closed = pl.DataFrame(
+            {"node": list(self.closed), "_closed": list(self.closed.values())},
+            schema={"node": pl.String, "_closed": pl.Int64})
+        minute = ((pl.col("ts") // 60) * 60).cast(pl.Int64)
+        rows = rows.join(closed, on="node", how="left", maintain_order="left")
+        is_closed = (minute <= pl.col("_closed")).fill_null(False)
+        replay = pl.col("_offset") <= self.checkpoint.consumed_offset
+        rows = rows.with_columns(is_closed.alias("_is_closed"), replay.alias("_replay"))
+        helpers = ["_closed", "_is_closed", "_replay"]
+        skipped = rows.filter(pl.col("_is_closed") & pl.col("_replay")).height
+        late = rows.filter(pl.col("_is_closed") & ~pl.col("_replay")).drop(helpers)
+        fresh = rows.filter(~pl.col("_is_closed")).drop(helpers)
+        return fresh, late, skipped
 
     # -- closing ------------------------------------------------------------------------------
     def take_closed(self, lateness_s: float, idle_close_s: float, flush_all: bool = False,
