@@ -187,3 +187,15 @@ def test_mig_instances_share_the_reported_clock_in_both_formulations(monkeypatch
     # 1000 MHz; the H100's spec clock is 1830 MHz), not a ratio of 1.
     for mfu_s in got["mfu_s"]:
         assert abs(mfu_s - 0.6 * (1980 + 1000) / 1830) < 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "ab"]), st.sampled_from([None, 0, 1]),
+                          st.integers(0, 3).map(float)), max_size=8))
+def test_in_gpu_order_agrees_with_a_stable_sort(keys):
+    frame = pl.DataFrame(keys, schema={"uuid": pl.String, "mig_instance": pl.Int64,
+                                       "ts": pl.Float64}, orient="row")
+    frame = frame.with_row_index("_i")
+    ordered = frame.sort("uuid", "mig_instance", "ts", maintain_order=True)
+    assert R.in_gpu_order(frame) == frame.equals(ordered)
+    assert_frame_equal(R.gpu_sorted(frame), ordered)
