@@ -21,6 +21,7 @@ from fleetlens.pipeline.rollup import (
     ROLLUP_SCHEMA,
     first_of_gpu,
     gpu_sorted,
+    join_state,
     last_of_gpu,
     model_specs,
 )
@@ -46,7 +47,7 @@ def gap_rows(prepared: pl.DataFrame, state: pl.DataFrame, ledger: pl.DataFrame,
     # Prepared samples are already in this order (the sort then costs little); on rows sorted
     # by GPU, "the previous sample of the same GPU" is a plain shift.
     s = attribute(gpu_sorted(prepared), ledger, tenancy)
-    s = s.join(state, on=GPU_KEY, how="left", nulls_equal=True, maintain_order="left")
+    s = join_state(s, state)
     first = first_of_gpu()
     end = pl.col("ts") + pl.col("interval_s")
     s = s.with_columns(

@@ -165,6 +165,18 @@ def fill_shared_clock(s: pl.DataFrame) -> pl.DataFrame:
         pl.coalesce("sm_clock_mhz", pl.col("sm_clock_mhz").max().over("uuid", "ts")))
 
 
+def join_state(s: pl.DataFrame, state: pl.DataFrame) -> pl.DataFrame:
+    """`s` with the state columns of its GPU (one state row per GPU), as a left join keeping
+    the row order. Only the key columns go through the join: joining the whole frame copied
+    every column of up to a million rows at each flush, for two new columns."""
+    extra = [c for c in state.columns if c not in GPU_KEY]
+    matched = s.select(GPU_KEY).join(state, on=GPU_KEY, how="left", nulls_equal=True,
+                                     maintain_order="left")
+    if matched.height != s.height:  # a GPU with two state rows: the plain join's answer
+        return s.join(state, on=GPU_KEY, how="left", nulls_equal=True, maintain_order="left")
+    return s.with_columns(matched.select(extra).get_columns())
+
+
 def sample_energy(s: pl.DataFrame, state: pl.DataFrame, is_sorted: bool = False
                   ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Add `_energy` (joules for the whole sample) and return the updated counter state.
@@ -174,7 +186,7 @@ def sample_energy(s: pl.DataFrame, state: pl.DataFrame, is_sorted: bool = False
     """
     if not is_sorted:
         s = gpu_sorted(s)
-    s = s.join(state, on=GPU_KEY, how="left", nulls_equal=True, maintain_order="left")
+    s = join_state(s, state)
     counter = pl.col("energy_j")
     first = first_of_gpu()
     s = s.with_columns(
@@ -257,8 +269,9 @@ def prepare(samples: pl.DataFrame, energy_state: pl.DataFrame
     sample_energy needs.
     """
     s = gpu_sorted(samples)
-    repeat = ~first_of_gpu() & (pl.col("ts") == pl.col("ts").shift(1))
-    s = s.filter(~repeat.fill_null(False))
+    repeat = (~first_of_gpu() & (pl.col("ts") == pl.col("ts").shift(1))).fill_null(False)
+    if s.select(repeat.any()).item():  # filtering copies every column: only when needed
+        s = s.filter(~repeat)
     return sample_energy(s, energy_state, is_sorted=True)
 
 
