@@ -104,22 +104,6 @@ def known_gpu_models(store_dir: str) -> dict[str, str]:
     return dict(rows)
 
 
-def _by_partition(frame: pl.DataFrame) -> list[tuple[int, pl.DataFrame]]:
-    """(partition, rows) of a decoded poll. decode() keeps the records' order, which is by
-    partition, so each partition's rows are one slice (zero-copy, unlike partition_by)."""
-    if frame.height == 0:
-        return []
-    runs = frame["_partition"].rle().struct.unnest()
-    if runs["value"].n_unique() != runs.height:  # not grouped after all: the general way
-        return [(p[0], rows) for p, rows in frame.partition_by("_partition", as_dict=True,
-                                                                 maintain_order=True).items()]
-    out, start = [], 0
-    for p, n in zip(runs["value"].to_list(), runs["len"].to_list(), strict=True):
-        out.append((p, frame.slice(start, n)))
-        start += n
-    return out
-
-
 class PipelineJob(ConsumerRebalanceListener):
     def __init__(self, cfg: Config, store_dir: str, group_id: str | None = None):
         self.cfg = cfg
@@ -262,8 +246,8 @@ class PipelineJob(ConsumerRebalanceListener):
         for tp in order:
             if tp.partition in self.parts and polled[tp]:
                 self.parts[tp.partition].consumed(max(r.offset for r in polled[tp]))
-        for p, rows in _by_partition(frame):
-            part = self.parts.get(p)
+        for p, rows in frame.partition_by("_partition", as_dict=True).items():
+            part = self.parts.get(p[0])
             if part is None:
                 continue  # revoked mid-poll; the next owner replays it
             late, skipped = part.accept(rows)
