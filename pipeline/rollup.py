@@ -142,10 +142,10 @@ def in_gpu_order(frame: pl.DataFrame) -> bool:
     return not frame.select(earlier.fill_null(False).any()).item()
 
 
-def first_of_gpu(col: str = "uuid") -> pl.Expr:
+def first_of_gpu() -> pl.Expr:
     """On rows sorted by GPU: True where a new (uuid, mig_instance) begins (plain shifts
     instead of window functions over a hash grouping)."""
-    return (pl.col(col).ne_missing(pl.col(col).shift(1))
+    return (pl.col("uuid").ne_missing(pl.col("uuid").shift(1))
             | pl.col("mig_instance").ne_missing(pl.col("mig_instance").shift(1)))
 
 
