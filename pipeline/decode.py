@@ -55,10 +55,10 @@ def empty_frame() -> pl.DataFrame:
     return pl.DataFrame(schema={**SCHEMA, **SOURCE_COLUMNS})
 
 
-def _rule_violations() -> pl.Expr:
-    """A string expression: the first rule a decoded row breaks, or null.
+def _rule_checks() -> list[tuple[pl.Expr, str]]:
+    """(condition, reason) for every value rule of schema v1, in the order they are reported.
 
-    Type errors are caught by the decoder itself; these are the value rules of schema v1.
+    Type errors are caught by the decoder itself; these are the value rules.
     """
     checks: list[tuple[pl.Expr, str]] = []
     for name in REQUIRED:
@@ -73,13 +73,24 @@ def _rule_violations() -> pl.Expr:
             checks.append((pl.col(f.name) < f.lo, f"field '{f.name}' is below {f.lo:g}"))
         if f.hi is not None:
             checks.append((pl.col(f.name) > f.hi, f"field '{f.name}' is above {f.hi:g}"))
+    return checks
+
+
+def _rule_violations(checks: list[tuple[pl.Expr, str]]) -> pl.Expr:
+    """A string expression: the first rule a decoded row breaks, or null."""
     expr = pl.lit(None, dtype=pl.String)
     for cond, reason in reversed(checks):
         expr = pl.when(cond.fill_null(False)).then(pl.lit(reason)).otherwise(expr)
     return expr
 
 
-_VIOLATION = _rule_violations()
+_CHECKS = _rule_checks()
+_VIOLATION = _rule_violations(_CHECKS)
+# True when any row breaks any rule: the same conditions as _VIOLATION, but one boolean
+# aggregate per rule instead of a chain of when/then over every row (the fast path only needs
+# to know whether the batch is clean; the general path says which rule each bad row broke).
+_ANY_VIOLATION = [cond.fill_null(False).any().alias(f"_c{i}")
+                  for i, (cond, _) in enumerate(_CHECKS)]
 
 
 def _read(buf: bytes) -> pl.DataFrame:
@@ -87,7 +98,11 @@ def _read(buf: bytes) -> pl.DataFrame:
 
 
 def decode(records: list[Record]) -> tuple[pl.DataFrame, list[DeadLetter]]:
-    """Decode a poll's worth of records. Returns (valid rows, dead letters)."""
+    """Decode a poll's worth of records. Returns (valid rows, dead letters).
+
+    `records` may be any objects with `partition`, `offset`, `key` and `value` attributes
+    (Record, or kafka-python's ConsumerRecord as polled).
+    """
     fast = _decode_fast(records)
     if fast is not None:
         return fast
@@ -95,49 +110,58 @@ def decode(records: list[Record]) -> tuple[pl.DataFrame, list[DeadLetter]]:
 
 
 def _decode_fast(records: list[Record]) -> tuple[pl.DataFrame, list[DeadLetter]] | None:
-    """The common case without per-line Python work: message values are joined as they are,
-    and (partition, offset) are repeated per message by its line count. Returns None, to
-    take the general path, whenever the result might differ from it (irregular line breaks,
-    a batch Polars rejects, blank-looking lines Polars skipped, rows breaking a rule)."""
-    chunks: list[bytes] = []
-    parts: list[int] = []
-    offs: list[int] = []
-    counts: list[int] = []
+    """The common case without per-line Python work. Returns None, to take the general path,
+    whenever the result might differ from it (irregular line breaks, invalid UTF-8, a batch
+    Polars rejects, blank-looking lines Polars skipped, rows breaking a rule).
+
+    The message values are joined as they are and decoded in one call; (partition, offset)
+    are repeated per message by its line count. The shape checks (final newline, no leading
+    or doubled newline, no CR) and the line counts run vectorized in Polars over a Binary
+    series of the values: Python's bytes.count and `in` scan at ~1-3 GB/s, which cost as much
+    as a third of the decode time.
+    """
+    values = [r.value for r in records]
     dead: list[DeadLetter] = []
-    for r in records:
-        v = r.value
-        if not v:
-            dead.append(DeadLetter(r.partition, r.offset, _key(r.key), "", "empty message"))
-            continue
-        if v[-1] != 10 or v[0] == 10:  # b"\n": a final newline, no leading blank line
-            return None
-        chunks.append(v)
-        parts.append(r.partition)
-        offs.append(r.offset)
-        counts.append(v.count(b"\n"))
-    if not chunks:
+    if not all(values):  # empty messages are dead letters of their own; the rest decode
+        dead = [DeadLetter(r.partition, r.offset, _key(r.key), "", "empty message")
+                for r in records if not r.value]
+        records = [r for r in records if r.value]
+        values = [r.value for r in records]
+    if not values:
         return empty_frame(), dead
-    n = sum(counts)
-    buf = b"".join(chunks)
-    # Every value ends with one newline and none starts with one: with no blank line and no
-    # CR anywhere, the lines are exactly what split_lines() would give.
-    if b"\n\n" in buf or b"\r" in buf:
-        return None
     try:
-        frame = _read(buf)
+        text = pl.Series("v", values, dtype=pl.Binary).cast(pl.String)  # raises: not UTF-8
+    except Exception:  # noqa: BLE001 - the general path explains the bad lines
+        return None
+    shape = text.to_frame().lazy().select(
+        pl.col("v").str.count_matches("\n", literal=True).cast(pl.Int64).alias("_n"),
+        (pl.col("v").str.ends_with("\n") & ~pl.col("v").str.starts_with("\n")
+         & ~pl.col("v").str.contains("\r", literal=True)
+         & ~pl.col("v").str.contains("\n\n", literal=True)).all().alias("_ok"),
+    ).collect()
+    if not shape["_ok"][0]:
+        return None
+    counts = shape["_n"]
+    try:
+        frame = _read(b"".join(values))
     except Exception:  # noqa: BLE001 - the general path finds and explains the bad lines
         return None
-    if frame.height != n:
+    if frame.height != counts.sum():
         return None
-    src = pl.DataFrame({"_partition": pl.Series(parts, dtype=pl.Int32),
-                        "_offset": pl.Series(offs, dtype=pl.Int64),
-                        "_n": pl.Series(counts, dtype=pl.Int64)})
-    src = src.select(pl.col("_partition").repeat_by("_n").explode(),
-                     pl.col("_offset").repeat_by("_n").explode())
-    frame = frame.hstack(src.get_columns())
-    if frame.select(_VIOLATION.is_not_null().any()).item():
+    index = _message_index(counts)
+    frame = frame.hstack([
+        pl.Series("_partition", [r.partition for r in records], dtype=pl.Int32).gather(index),
+        pl.Series("_offset", [r.offset for r in records], dtype=pl.Int64).gather(index),
+    ])
+    if any(frame.select(_ANY_VIOLATION).row(0)):
         return None
     return frame, dead
+
+
+def _message_index(counts: pl.Series) -> pl.Series:
+    """For each decoded line, the index of the message it came from."""
+    return pl.select(pl.int_range(counts.len(), dtype=pl.UInt32).repeat_by(counts)
+                     .explode()).to_series()
 
 
 def _decode_lines(records: list[Record]) -> tuple[pl.DataFrame, list[DeadLetter]]:

@@ -16,7 +16,15 @@ both ends are exact.
 from __future__ import annotations
 
 import polars as pl
-from fleetlens.pipeline.rollup import GPU_KEY, ROLLUP_SCHEMA, model_specs
+from fleetlens.pipeline.rollup import (
+    GPU_KEY,
+    ROLLUP_SCHEMA,
+    first_of_gpu,
+    gpu_sorted,
+    join_state,
+    last_of_gpu,
+    model_specs,
+)
 from fleetlens.pipeline.tenancy import attribute
 
 from fleetlens.config import Definitions, TenancyConfig
@@ -36,25 +44,26 @@ def gap_rows(prepared: pl.DataFrame, state: pl.DataFrame, ledger: pl.DataFrame,
     """(rows with the gap seconds found in these samples, the updated state)."""
     if prepared.height == 0:
         return pl.DataFrame(schema=ROLLUP_SCHEMA), state
-    s = attribute(prepared.sort([*GPU_KEY, "ts"]), ledger, tenancy)
-    s = s.join(state, on=GPU_KEY, how="left", nulls_equal=True)
-    first = pl.int_range(pl.len()).over(GPU_KEY) == 0
+    # Prepared samples are already in this order (the sort then costs little); on rows sorted
+    # by GPU, "the previous sample of the same GPU" is a plain shift.
+    s = attribute(gpu_sorted(prepared), ledger, tenancy)
+    s = join_state(s, state)
+    first = first_of_gpu()
     end = pl.col("ts") + pl.col("interval_s")
     s = s.with_columns(
-        pl.when(first).then(pl.col("_prev_end")).otherwise(end.shift(1).over(GPU_KEY))
-        .alias("_pe"),
+        pl.when(first).then(pl.col("_prev_end")).otherwise(end.shift(1)).alias("_pe"),
         pl.when(first).then(pl.col("_prev_tenant"))
-        .otherwise(pl.col("tenant_resolved").shift(1).over(GPU_KEY)).alias("_pt"),
+        .otherwise(pl.col("tenant_resolved").shift(1)).alias("_pt"),
         pl.when(first).then(pl.col("_prev_source"))
-        .otherwise(pl.col("tenant_source").shift(1).over(GPU_KEY)).alias("_ps"))
+        .otherwise(pl.col("tenant_source").shift(1)).alias("_ps"))
     gap = pl.col("ts") - pl.col("_pe")
     counts = ((gap > defs.gap_intervals * pl.col("interval_s") - pl.col("interval_s"))
               & (pl.col("_pt") == pl.col("tenant_resolved"))
               & (pl.col("tenant_source") != "ledger") & (pl.col("_ps") != "ledger"))
     found = s.filter(counts.fill_null(False)).with_columns(gap.alias("gap_s"))
-    last = s.group_by(GPU_KEY).agg(end.last().alias("_prev_end"),
-                                   pl.col("tenant_resolved").last().alias("_prev_tenant"),
-                                   pl.col("tenant_source").last().alias("_prev_source"))
+    last = s.filter(last_of_gpu()).select(*GPU_KEY, end.alias("_prev_end"),
+                                          pl.col("tenant_resolved").alias("_prev_tenant"),
+                                          pl.col("tenant_source").alias("_prev_source"))
     new_state = pl.concat([state.join(last.select(GPU_KEY), on=GPU_KEY, how="anti",
                                       nulls_equal=True), last.select(state.columns)])
     if found.height == 0:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 from fleetlens.pipeline.compact import compact_partition
-from fleetlens.pipeline.decode import DeadLetter, Record, decode
+from fleetlens.pipeline.decode import DeadLetter, decode
 from fleetlens.pipeline.gaps import gap_rows
 from fleetlens.pipeline.gaps import state_to_rows as gap_state_to_rows
 from fleetlens.pipeline.rollup import aggregate, correction, prepare
@@ -237,8 +237,10 @@ class PipelineJob(ConsumerRebalanceListener):
     def _process(self, polled: dict) -> None:
         for tp in [tp for tp in polled if tp.topic == self.workload_topic]:
             self._process_workload(tp.partition, polled.pop(tp))
-        records = [Record(tp.partition, r.offset, r.key, r.value)
-                   for tp in sorted(polled, key=lambda t: t.partition) for r in polled[tp]]
+        # kafka-python's records carry partition, offset, key and value, all decode() reads:
+        # no per-record copy into Record (one Python object per message adds up).
+        order = sorted(polled, key=lambda t: t.partition)
+        records = [r for tp in order for r in polled[tp]]
         self.stats.messages += len(records)
         t0 = time.monotonic()
         frame, dead = decode(records)
@@ -253,9 +255,9 @@ class PipelineJob(ConsumerRebalanceListener):
             if part is not None and part.is_replay(d.offset):
                 continue  # dead-lettered before the restart
             self._dead_letter(d)
-        for r in records:
-            if r.partition in self.parts:
-                self.parts[r.partition].consumed(r.offset)
+        for tp in order:
+            if tp.partition in self.parts and polled[tp]:
+                self.parts[tp.partition].consumed(max(r.offset for r in polled[tp]))
         for p, rows in frame.partition_by("_partition", as_dict=True).items():
             part = self.parts.get(p[0])
             if part is None:

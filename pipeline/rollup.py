@@ -88,9 +88,8 @@ def classify(samples: pl.DataFrame, defs: Definitions) -> pl.DataFrame:
     specs = model_specs(samples.select("model", "power_limit_w").unique().rows())
     # MIG: collectors report the SM clock once per physical GPU (on one instance); the other
     # instances of the same GPU and time share it.
-    s = samples.join(specs, on=["model", "power_limit_w"], how="left",
-                     nulls_equal=True).with_columns(
-        pl.coalesce("sm_clock_mhz", pl.col("sm_clock_mhz").max().over("uuid", "ts")))
+    s = fill_shared_clock(samples.join(specs, on=["model", "power_limit_w"], how="left",
+                                       nulls_equal=True))
     down = pl.col("xid").is_in(defs.unavailable_xids).fill_null(False)
     util_idle = pl.col("gpu_util").is_null() | (pl.col("gpu_util") <= defs.idle_gpu_util_max)
     sm_idle = pl.col("sm_active").is_null() | (pl.col("sm_active") <= defs.idle_sm_active_max)
@@ -113,17 +112,86 @@ def classify(samples: pl.DataFrame, defs: Definitions) -> pl.DataFrame:
     )
 
 
-def sample_energy(s: pl.DataFrame, state: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Add `_energy` (joules for the whole sample) and return the updated counter state."""
-    s = s.sort([*GPU_KEY, "ts"])
-    s = s.join(state, on=GPU_KEY, how="left", nulls_equal=True)
+def gpu_sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` sorted by (uuid, mig_instance, ts), stably: rows with equal keys keep their
+    order, so the first of duplicates stays first (what unique(keep="first") keeps).
+
+    The sort key for `uuid` is its rank among the batch's few distinct UUIDs (same order,
+    nulls first as in a plain sort): sorting rows by a string key measured ~10x dearer than
+    sorting the distinct strings once and the rows by numbers.
+    """
+    if in_gpu_order(frame):  # prepared samples (gap_rows) already are: a sort would copy
+        return frame
+    uuids = frame["uuid"].unique().drop_nulls().sort()
+    rank = pl.col("uuid").replace_strict(
+        uuids, pl.int_range(1, uuids.len() + 1, eager=True, dtype=pl.UInt32),
+        default=0, return_dtype=pl.UInt32)
+    return (frame.with_columns(rank.alias("_gk"))
+            .sort("_gk", "mig_instance", "ts", maintain_order=True).drop("_gk"))
+
+
+def in_gpu_order(frame: pl.DataFrame) -> bool:
+    """True when no row comes before its predecessor in (uuid, mig_instance, ts) order with
+    nulls first, i.e. a stable sort would change nothing (one vectorized pass)."""
+    if frame["uuid"].null_count():
+        return False
+    u, m, t = pl.col("uuid"), pl.col("mig_instance"), pl.col("ts")
+    pu, pm, pt = u.shift(1), m.shift(1), t.shift(1)
+    earlier = (u < pu) | ((u == pu) & ((m.is_null() & pm.is_not_null()) | (m < pm)
+                                       | (m.eq_missing(pm) & (t < pt))))
+    return not frame.select(earlier.fill_null(False).any()).item()
+
+
+def first_of_gpu() -> pl.Expr:
+    """On rows sorted by GPU: True where a new (uuid, mig_instance) begins (plain shifts
+    instead of window functions over a hash grouping)."""
+    return (pl.col("uuid").ne_missing(pl.col("uuid").shift(1))
+            | pl.col("mig_instance").ne_missing(pl.col("mig_instance").shift(1)))
+
+
+def last_of_gpu() -> pl.Expr:
+    """On rows sorted by GPU: True on the last row of each (uuid, mig_instance)."""
+    return (pl.col("uuid").ne_missing(pl.col("uuid").shift(-1))
+            | pl.col("mig_instance").ne_missing(pl.col("mig_instance").shift(-1)))
+
+
+def fill_shared_clock(s: pl.DataFrame) -> pl.DataFrame:
+    """A missing SM clock takes the clock reported for the same GPU at the same time (MIG:
+    one instance carries it). The window over (uuid, ts) is skipped when no clock is missing,
+    where it could not change anything."""
+    if not s["sm_clock_mhz"].null_count():
+        return s
+    return s.with_columns(
+        pl.coalesce("sm_clock_mhz", pl.col("sm_clock_mhz").max().over("uuid", "ts")))
+
+
+def join_state(s: pl.DataFrame, state: pl.DataFrame) -> pl.DataFrame:
+    """`s` with the state columns of its GPU (one state row per GPU), as a left join keeping
+    the row order. Only the key columns go through the join: joining the whole frame copied
+    every column of up to a million rows at each flush, for two new columns."""
+    extra = [c for c in state.columns if c not in GPU_KEY]
+    matched = s.select(GPU_KEY).join(state, on=GPU_KEY, how="left", nulls_equal=True,
+                                     maintain_order="left")
+    if matched.height != s.height:  # a GPU with two state rows: the plain join's answer
+        return s.join(state, on=GPU_KEY, how="left", nulls_equal=True, maintain_order="left")
+    return s.with_columns(matched.select(extra).get_columns())
+
+
+def sample_energy(s: pl.DataFrame, state: pl.DataFrame, is_sorted: bool = False
+                  ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Add `_energy` (joules for the whole sample) and return the updated counter state.
+
+    The result is sorted by (uuid, mig_instance, ts); `is_sorted` says `s` already is (and
+    has no two rows with the same key).
+    """
+    if not is_sorted:
+        s = gpu_sorted(s)
+    s = join_state(s, state)
     counter = pl.col("energy_j")
-    prev_e = counter.shift(1).over(GPU_KEY)
-    prev_t = pl.col("ts").shift(1).over(GPU_KEY)
-    first = pl.int_range(pl.len()).over(GPU_KEY) == 0
+    first = first_of_gpu()
     s = s.with_columns(
-        pl.when(first).then(pl.col("_prev_energy")).otherwise(prev_e).alias("_pe"),
-        pl.when(first).then(pl.col("_prev_ts")).otherwise(prev_t).alias("_pt"))
+        pl.when(first).then(pl.col("_prev_energy")).otherwise(counter.shift(1)).alias("_pe"),
+        pl.when(first).then(pl.col("_prev_ts")).otherwise(pl.col("ts").shift(1)).alias("_pt"))
     delta = counter - pl.col("_pe")
     usable = (counter.is_not_null() & pl.col("_pe").is_not_null() & (delta >= 0)
               & (pl.col("ts") - pl.col("_pt") <= 2 * pl.col("interval_s")))
@@ -140,7 +208,25 @@ def sample_energy(s: pl.DataFrame, state: pl.DataFrame) -> tuple[pl.DataFrame, p
 
 def split_into_pieces(s: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
     """One row per part of a sample inside one minute and one allocation; `ts` becomes the
-    part's start, `_end` its end, `_frac` its share of the sample."""
+    part's start, `_end` its end, `_frac` its share of the sample.
+
+    When no sample crosses a minute boundary (1 s samples at whole seconds: the usual case)
+    every sample is its own single part, and the list building and exploding of the general
+    path (split_at_minutes) is skipped; the rows are the same.
+    """
+    end = pl.col("ts") + pl.col("interval_s")
+    crossing = ((-(-end // 60) * 60) > (pl.col("ts") // 60 * 60) + 60).any()
+    pieces = split_at_minutes(s) if s.select(crossing).item() else s.with_columns(
+        end.alias("_end"))
+    pieces = split_at_allocations(pieces, ledger)
+    return pieces.with_columns(
+        (pl.col("_end") - pl.col("ts")).alias("_secs"),
+        ((pl.col("_end") - pl.col("ts")) / pl.col("interval_s")).alias("_frac"))
+
+
+def split_at_minutes(s: pl.DataFrame) -> pl.DataFrame:
+    """One row per part of a sample inside one minute: `ts` the part's start, `_end` its
+    end (a sample inside one minute is one part)."""
     start = pl.col("ts")
     end = pl.col("ts") + pl.col("interval_s")
     minute0 = (start // 60 * 60).cast(pl.Int64)
@@ -149,12 +235,8 @@ def split_into_pieces(s: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
     s = s.with_columns(bounds.alias("_b"), end.alias("_end"))
     s = s.with_columns(pl.concat_list([start, pl.col("_b")]).alias("_starts"),
                        pl.concat_list([pl.col("_b"), pl.col("_end")]).alias("_ends"))
-    pieces = s.drop("ts", "_end", "_b").explode(["_starts", "_ends"]) \
+    return s.drop("ts", "_end", "_b").explode(["_starts", "_ends"]) \
         .rename({"_starts": "ts", "_ends": "_end"})
-    pieces = split_at_allocations(pieces, ledger)
-    return pieces.with_columns(
-        (pl.col("_end") - pl.col("ts")).alias("_secs"),
-        ((pl.col("_end") - pl.col("ts")) / pl.col("interval_s")).alias("_frac"))
 
 
 def rollup(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions,
@@ -179,9 +261,18 @@ def rollup_with_state(samples: pl.DataFrame, ledger: pl.DataFrame, defs: Definit
 def prepare(samples: pl.DataFrame, energy_state: pl.DataFrame
             ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Deduplicate and give each sample its energy (`_energy`): the form kept in the raw
-    archive, from which any window can be recomputed exactly."""
-    s = samples.unique(subset=[*GPU_KEY, "ts"], keep="first", maintain_order=True)
-    return sample_energy(s, energy_state)
+    archive, from which any window can be recomputed exactly.
+
+    One stable sort by GPU and time does both jobs: duplicates of (uuid, mig_instance, ts)
+    end up next to each other in arrival order, so dropping every row equal to the one before
+    keeps the first, as unique(keep="first") would, and the rows come out in the order
+    sample_energy needs.
+    """
+    s = gpu_sorted(samples)
+    repeat = (~first_of_gpu() & (pl.col("ts") == pl.col("ts").shift(1))).fill_null(False)
+    if s.select(repeat.any()).item():  # filtering copies every column: only when needed
+        s = s.filter(~repeat)
+    return sample_energy(s, energy_state, is_sorted=True)
 
 
 def aggregate(s: pl.DataFrame, ledger: pl.DataFrame, defs: Definitions,

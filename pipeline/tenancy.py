@@ -177,15 +177,22 @@ def attribute(samples: pl.DataFrame, ledger: pl.DataFrame,
     (through [tenancy] slurm_accounts) > unallocated.
     """
     tenancy = tenancy or TenancyConfig()
-    s = samples.with_row_index("_row")
-    keys = s.select("_row", "node", "gpu", "ts")
-    whole = _ledger_match(keys, ledger.filter(pl.col("gpu").is_null()).drop("gpu"), ["node"])
-    per_gpu = _ledger_match(keys, ledger.filter(pl.col("gpu").is_not_null()), ["node", "gpu"])
-    ledger_tenant = (
-        whole.rename({"tenant": "_t_node"})
-        .join(per_gpu.rename({"tenant": "_t_gpu"}), on="_row")
-        .select("_row", pl.coalesce("_t_gpu", "_t_node").alias("_t_ledger")))
-    s = s.join(ledger_tenant, on="_row", how="left").sort("_row")
+    if ledger.height == 0:
+        # No allocation can match: skip the as-of joins and the re-sort (same rows, same
+        # order; the pipeline runs without a ledger until one is loaded).
+        s = samples.with_columns(pl.lit(None, dtype=pl.String).alias("_t_ledger"))
+    else:
+        s = samples.with_row_index("_row")
+        keys = s.select("_row", "node", "gpu", "ts")
+        whole = _ledger_match(keys, ledger.filter(pl.col("gpu").is_null()).drop("gpu"),
+                              ["node"])
+        per_gpu = _ledger_match(keys, ledger.filter(pl.col("gpu").is_not_null()),
+                                ["node", "gpu"])
+        ledger_tenant = (
+            whole.rename({"tenant": "_t_node"})
+            .join(per_gpu.rename({"tenant": "_t_gpu"}), on="_row")
+            .select("_row", pl.coalesce("_t_gpu", "_t_node").alias("_t_ledger")))
+        s = s.join(ledger_tenant, on="_row", how="left").sort("_row").drop("_row")
     ns = pl.col("namespace")
     mapped = ns.replace_strict(tenancy.namespace_tenants, default=None, return_dtype=pl.String)
     if tenancy.namespace_fallback == "namespace":
@@ -200,7 +207,7 @@ def attribute(samples: pl.DataFrame, ledger: pl.DataFrame,
         .when(pl.col("_t_ns").is_not_null()).then(pl.lit("namespace"))
         .when(pl.col("_t_slurm").is_not_null()).then(pl.lit("slurm"))
         .otherwise(pl.lit("none")).alias("tenant_source"),
-    ).drop("_row", "_t_ledger", "_t_ns", "_t_slurm")
+    ).drop("_t_ledger", "_t_ns", "_t_slurm")
 
 
 def changed_spans(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:

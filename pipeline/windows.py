@@ -65,21 +65,12 @@ class PartitionWindows:
         if rows.height == 0:
             return rows, 0
         now = time.monotonic() if now is None else now
-        minute = ((pl.col("ts") // 60) * 60).cast(pl.Int64)
-        if self.closed:
-            closed = pl.DataFrame(
-                {"node": list(self.closed), "_closed": list(self.closed.values())},
-                schema={"node": pl.String, "_closed": pl.Int64})
-            rows = rows.join(closed, on="node", how="left", maintain_order="left")
-            is_closed = (minute <= pl.col("_closed")).fill_null(False)
+        if not self.closed or int(rows["ts"].min() // 60 * 60) > max(self.closed.values()):
+            # The usual case: every row is newer than every closed window, so nothing is late
+            # or a replay, and the per-node join of _split_closed could find nothing.
+            fresh, late, skipped = rows, rows.clear(), 0
         else:
-            rows = rows.with_columns(pl.lit(None, dtype=pl.Int64).alias("_closed"))
-            is_closed = pl.lit(False)
-        replay = pl.col("_offset") <= self.checkpoint.consumed_offset
-        rows = rows.with_columns(is_closed.alias("_is_closed"), replay.alias("_replay"))
-        skipped = rows.filter(pl.col("_is_closed") & pl.col("_replay")).height
-        late = rows.filter(pl.col("_is_closed") & ~pl.col("_replay"))
-        fresh = rows.filter(~pl.col("_is_closed")).drop("_closed", "_is_closed", "_replay")
+            fresh, late, skipped = self._split_closed(rows)
         if fresh.height:
             self.pending.append(fresh)
             self.pending_rows += fresh.height
@@ -87,7 +78,24 @@ class PartitionWindows:
                 if ts > self.watermark.get(node, float("-inf")):
                     self.watermark[node] = ts
                 self.last_seen[node] = now
-        return late.drop("_closed", "_is_closed", "_replay"), skipped
+        return late, skipped
+
+    def _split_closed(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+        """(rows of open windows, late rows, number of replayed rows) by each node's last
+        closed minute."""
+        closed = pl.DataFrame(
+            {"node": list(self.closed), "_closed": list(self.closed.values())},
+            schema={"node": pl.String, "_closed": pl.Int64})
+        minute = ((pl.col("ts") // 60) * 60).cast(pl.Int64)
+        rows = rows.join(closed, on="node", how="left", maintain_order="left")
+        is_closed = (minute <= pl.col("_closed")).fill_null(False)
+        replay = pl.col("_offset") <= self.checkpoint.consumed_offset
+        rows = rows.with_columns(is_closed.alias("_is_closed"), replay.alias("_replay"))
+        helpers = ["_closed", "_is_closed", "_replay"]
+        skipped = rows.filter(pl.col("_is_closed") & pl.col("_replay")).height
+        late = rows.filter(pl.col("_is_closed") & ~pl.col("_replay")).drop(helpers)
+        fresh = rows.filter(~pl.col("_is_closed")).drop(helpers)
+        return fresh, late, skipped
 
     # -- closing ------------------------------------------------------------------------------
     def take_closed(self, lateness_s: float, idle_close_s: float, flush_all: bool = False,
@@ -96,9 +104,7 @@ class PartitionWindows:
         if not self.pending:
             return pl.DataFrame()
         now = time.monotonic() if now is None else now
-        frame = pl.concat(self.pending, how="vertical_relaxed") if len(self.pending) > 1 \
-            else self.pending[0]
-        # Per node: windows with minute < horizon are closed.
+        # Per node: windows with minute <= horizon are closed.
         horizons = {}
         for node, mark in self.watermark.items():
             silent = now - self.last_seen.get(node, now) >= idle_close_s
@@ -106,22 +112,35 @@ class PartitionWindows:
                 horizons[node] = float("inf")
             else:
                 horizons[node] = mark - lateness_s - 60
-        h = pl.DataFrame({"node": list(horizons), "_horizon": list(horizons.values())},
-                         schema={"node": pl.String, "_horizon": pl.Float64})
-        frame = frame.join(h, on="node", how="left", maintain_order="left").with_columns(
-            ((pl.col("ts") // 60) * 60).cast(pl.Int64).alias("_minute"))
-        is_closed = (pl.col("_minute") <= pl.col("_horizon")).fill_null(False)
-        done = frame.filter(is_closed)
-        keep = frame.filter(~is_closed).drop("_horizon", "_minute")
-        self.pending = [keep] if keep.height else []
-        self.pending_rows = keep.height
-        for node, m in done.group_by("node").agg(pl.col("_minute").max()).iter_rows():
+        minute = ((pl.col("ts") // 60) * 60).cast(pl.Int64)
+        horizon = pl.col("node").replace_strict(horizons, default=None, return_dtype=pl.Float64)
+        is_closed = (minute <= horizon).fill_null(False)
+        # Each queued frame (one poll's rows) is judged on its own: most are wholly closed or
+        # wholly open and move as they are; only frames across the horizon are split. The
+        # rows come out in the same order as from one concatenated frame, without copying
+        # every waiting row at every flush.
+        done_parts: list[pl.DataFrame] = []
+        keep: list[pl.DataFrame] = []
+        for f in self.pending:
+            mask = f.select(is_closed).to_series()
+            if mask.all():
+                done_parts.append(f)
+            elif not mask.any():
+                keep.append(f)
+            else:
+                done_parts.append(f.filter(mask))
+                keep.append(f.filter(~mask))
+        done = pl.concat([*(f.clear() for f in self.pending), *done_parts],
+                         how="vertical_relaxed")
+        self.pending = keep
+        self.pending_rows = sum(f.height for f in keep)
+        for node, m in done.group_by("node").agg(minute.max()).iter_rows():
             self.closed[node] = max(m, self.closed.get(node, m))
         for node in [n for n, hz in horizons.items() if hz == float("inf")]:
             # A node closed for silence starts afresh if it speaks again.
             self.watermark.pop(node, None)
             self.last_seen.pop(node, None)
-        return done.drop("_horizon", "_minute")
+        return done
 
     def commit_offset(self) -> int | None:
         if self.pending:
