@@ -77,7 +77,12 @@ def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
     t_out.start()
     t_err.start()
     deadline = time.monotonic() + timeout
+    # Peak RSS comes from /proc VmHWM, polled: the child's own high-water mark. wait4's
+    # ru_maxrss is not usable here, because Linux carries the high-water mark of the memory
+    # image replaced by exec (the benchmark's own, often GBs) into the child's figure.
+    hwm = 0
     while True:
+        hwm = max(hwm, status_kb(proc.pid, "VmHWM"))
         pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
@@ -85,17 +90,17 @@ def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
             proc.kill()
             pid, status, ru = os.wait4(proc.pid, 0)
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.returncode = os.waitstatus_to_exitcode(status)
     proc.cpu = ru.ru_utime + ru.ru_stime  # type: ignore[attr-defined]
-    proc.maxrss_kb = ru.ru_maxrss  # type: ignore[attr-defined]
+    proc.maxrss_kb = hwm  # type: ignore[attr-defined]
     t_out.join(10)
     t_err.join(10)
     return "".join(out_chunks), "".join(err_chunks)
 
 
 class Popen(subprocess.Popen):
-    """A child whose rusage (CPU, peak RSS) is collected at exit with wait4."""
+    """A child whose CPU time is collected at exit with wait4 and peak RSS from /proc VmHWM."""
 
     def finish(self, timeout: float = 60.0) -> tuple[str, str]:
         return _communicate(self, timeout)
