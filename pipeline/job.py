@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import polars as pl
 from fleetlens.pipeline.compact import compact_partition
 from fleetlens.pipeline.decode import DeadLetter, decode
+from fleetlens.pipeline.flush_schedule import FlushSchedule
 from fleetlens.pipeline.gaps import gap_rows
 from fleetlens.pipeline.gaps import state_to_rows as gap_state_to_rows
 from fleetlens.pipeline.rollup import aggregate, correction, prepare
@@ -192,7 +193,8 @@ class PipelineJob(ConsumerRebalanceListener):
                 signal.signal(sig, lambda *_: self.stop_event.set())
         started = time.monotonic()
         last_data = None
-        last_flush = time.monotonic()
+        schedule = FlushSchedule(self.cfg.pipeline.flush_interval_s, self.cfg.pipeline.lateness_s,
+                                 MAX_PENDING_ROWS, last_flush=time.monotonic())
         try:
             while not self.stop_event.is_set():
                 if self.waiting:
@@ -215,10 +217,12 @@ class PipelineJob(ConsumerRebalanceListener):
                 if not assigned and last_data is None and now - started > assign_timeout_s:
                     raise TimeoutError(f"no partition assigned within {assign_timeout_s:.0f}s")
                 pending = sum(p.pending_rows for p in self.parts.values())
-                if (now - last_flush >= self.cfg.pipeline.flush_interval_s
-                        or pending >= MAX_PENDING_ROWS):
+                schedule.observe(max((p.newest_ts for p in self.parts.values()
+                                      if p.newest_ts is not None), default=None),
+                                 now, time.time())
+                if schedule.due(now, pending):
                     self.flush()
-                    last_flush = now
+                    schedule.flushed(now)
                 if until_idle_s is not None and last_data is not None \
                         and now - last_data >= until_idle_s:
                     log.info("no message for %.1fs: flushing every open window", until_idle_s)

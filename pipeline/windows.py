@@ -44,6 +44,7 @@ class PartitionWindows:
         self.pending_rows = 0
         self.next_offset: int | None = checkpoint.commit_offset
         self.watermark: dict[str, float] = {}
+        self.newest_ts: float | None = None  # newest sample of any node (early flushes)
         self.last_seen: dict[str, float] = {}
 
     # -- intake -------------------------------------------------------------------------------
@@ -74,6 +75,9 @@ class PartitionWindows:
         if fresh.height:
             self.pending.append(fresh)
             self.pending_rows += fresh.height
+            newest = fresh["ts"].max()
+            if self.newest_ts is None or newest > self.newest_ts:
+                self.newest_ts = newest
             for node, ts in fresh.group_by("node").agg(pl.col("ts").max()).iter_rows():
                 if ts > self.watermark.get(node, float("-inf")):
                     self.watermark[node] = ts

@@ -296,3 +296,35 @@ def test_silences_between_samples_of_one_tenant_count_as_unavailable(tmp_path):
     prepared, _ = prepare(nxt, empty_energy_state())
     rows, _ = gap_rows(prepared, state, ledger, Definitions())
     assert rows["gap_s"].to_list() == [1000.0 - 330.0]
+
+
+# -- flush schedule ---------------------------------------------------------------------------
+def test_live_data_flushes_a_second_after_a_minute_becomes_closable():
+    from fleetlens.pipeline.flush_schedule import EARLY_FLUSH_GRACE_S, FlushSchedule
+
+    s = FlushSchedule(interval_s=5.0, lateness_s=5.0, max_pending_rows=100, last_flush=0.0)
+    minute = 1_800_000_000.0  # a minute start, epoch s
+    s.observe(minute + 64.0, now=1.0, wall=minute + 64.5)  # the minute before is closable
+    s.flushed(now=1.0 + EARLY_FLUSH_GRACE_S)
+    s.observe(minute + 64.9, now=2.0, wall=minute + 65.0)  # `minute` is not closable yet
+    assert not s.due(now=2.0, pending_rows=10)
+    s.observe(minute + 65.0, now=2.0, wall=minute + 65.2)  # reaches 60 s + lateness
+    assert not s.due(now=2.0 + EARLY_FLUSH_GRACE_S / 2, pending_rows=10)
+    assert s.due(now=2.0 + EARLY_FLUSH_GRACE_S, pending_rows=10)
+    s.flushed(now=3.0)
+    # The same minute does not trigger again; the timer still does.
+    s.observe(minute + 66.0, now=3.5, wall=minute + 66.1)
+    assert not s.due(now=4.5, pending_rows=10)
+    assert s.due(now=8.0, pending_rows=10)
+
+
+def test_a_backlog_flushes_on_the_timer_and_the_row_limit_only():
+    from fleetlens.pipeline.flush_schedule import FlushSchedule
+
+    s = FlushSchedule(interval_s=5.0, lateness_s=5.0, max_pending_rows=100, last_flush=0.0)
+    old = 1_800_000_000.0
+    for k in range(10):  # minutes race past, but the samples are hours old
+        s.observe(old + 60.0 * k, now=0.1 * k, wall=old + 7200.0)
+    assert not s.due(now=1.5, pending_rows=99)
+    assert s.due(now=1.5, pending_rows=100)
+    assert s.due(now=5.0, pending_rows=0)
