@@ -196,15 +196,9 @@ class _Endpoint:
                 return _fetch_urllib(url, deadline - time.monotonic())
             if not 200 <= resp.status < 300:
                 return _Fetch(url, error="scrape_http_errors", detail=f"HTTP {resp.status}")
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := resp.read1(1 << 16):  # returns after each socket read
-                size += len(chunk)
-                if size > MAX_PAGE_BYTES:
-                    return _Fetch(url, error="scrape_too_large", detail=f"> {MAX_PAGE_BYTES} B")
-                chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise TimeoutError("page download exceeded the timeout")
+            page = _read_page(resp, url, deadline)
+            if page.error:
+                return page
             # read1 does not mark a Content-Length body as done; until the response is closed
             # the connection refuses the next request. The socket itself stays open.
             resp.close()
@@ -214,7 +208,22 @@ class _Endpoint:
             return _Fetch(url, error="scrape_http_errors", detail=f"{type(exc).__name__}: {exc}")
         except OSError as exc:
             return _Fetch(url, error="scrape_connection_errors", detail=str(exc))
-        return _Fetch(url, text=b"".join(chunks).decode("utf-8", errors="replace"))
+        return page
+
+
+def _read_page(resp: http.client.HTTPResponse, url: str, deadline: float) -> _Fetch:
+    """The body of an HTTP response, bounded by MAX_PAGE_BYTES and the scrape's deadline
+    (raises TimeoutError past it)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := resp.read1(1 << 16):  # returns after each socket read
+        size += len(chunk)
+        if size > MAX_PAGE_BYTES:
+            return _Fetch(url, error="scrape_too_large", detail=f"> {MAX_PAGE_BYTES} B")
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError("page download exceeded the timeout")
+    return _Fetch(url, text=b"".join(chunks).decode("utf-8", errors="replace"))
 
 
 class _StaleConnection(Exception):
@@ -234,15 +243,7 @@ def _fetch_urllib(url: str, timeout_s: float) -> _Fetch:
     req = urllib.request.Request(url, headers=_HEADERS)
     try:
         with _OPENER.open(req, timeout=timeout_s) as resp:
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := resp.read1(1 << 16):  # returns after each socket read
-                size += len(chunk)
-                if size > MAX_PAGE_BYTES:
-                    return _Fetch(url, error="scrape_too_large", detail=f"> {MAX_PAGE_BYTES} B")
-                chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise TimeoutError("page download exceeded the timeout")
+            return _read_page(resp, url, deadline)
     except urllib.error.HTTPError as exc:
         return _Fetch(url, error="scrape_http_errors", detail=f"HTTP {exc.code}")
     except TimeoutError as exc:
@@ -255,7 +256,6 @@ def _fetch_urllib(url: str, timeout_s: float) -> _Fetch:
         return _Fetch(url, error="scrape_http_errors", detail=f"{type(exc).__name__}: {exc}")
     except OSError as exc:
         return _Fetch(url, error="scrape_connection_errors", detail=str(exc))
-    return _Fetch(url, text=b"".join(chunks).decode("utf-8", errors="replace"))
 
 
 # -- grouping rows into entities ---------------------------------------------------------------
