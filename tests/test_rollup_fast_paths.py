@@ -17,13 +17,14 @@ import polars as pl
 from fleetlens.pipeline import rollup as R
 from fleetlens.pipeline.gaps import empty_gap_state, gap_rows
 from fleetlens.pipeline.rollup import GPU_KEY, KEYS, aggregate, empty_energy_state, prepare
-from fleetlens.pipeline.tenancy import Allocation, check_overlaps, ledger_frame
+from fleetlens.pipeline.tenancy import ledger_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from fleetlens.config import Definitions, TenancyConfig
 from fleetlens.schema import FIELD_NAMES, polars_schema
+from tests.test_rollup_properties import build_ledger as non_overlapping
 
 T0 = 1794787200.0
 GPUS = [("n1", 0, None), ("n1", 1, None), ("n2", 0, 1), ("n2", 0, 2), ("n2", 1, None)]
@@ -117,15 +118,7 @@ def build_samples(raw: list[dict], same_clock: bool) -> pl.DataFrame:
 
 
 def build_ledger(raw) -> pl.DataFrame:
-    kept: list[Allocation] = []
-    for i, (node, gpu, start, length, tenant) in enumerate(raw):
-        a = Allocation(i, tenant, node, gpu, T0 + start, T0 + start + length)
-        try:
-            check_overlaps([*kept, a])
-        except ValueError:
-            continue
-        kept.append(a)
-    return ledger_frame(kept)
+    return ledger_frame(non_overlapping(raw))
 
 
 SETTINGS = settings(max_examples=40, deadline=None,
