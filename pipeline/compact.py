@@ -121,15 +121,15 @@ def compact_partition(store: Store, topic: str, partition: int, upto_seq: int,
             if covered < _seq(f) <= upto_seq]
     if todo and len(todo) >= min_files:
         path = folder / _name(_seq(todo[0]), _seq(todo[-1]), 0)
-        _write_sum(store, [str(f) for f in todo], path)
+        _write_sum([str(f) for f in todo], path)
         existing = outermost(hourly_files(folder))
         covered = _seq(todo[-1])
-    _merge_levels(store, folder, existing)
+    _merge_levels(folder, existing)
     _delete_merged(folder)
     return covered
 
 
-def _merge_levels(store: Store, folder: Path, files: list[HourlyFile]) -> None:
+def _merge_levels(folder: Path, files: list[HourlyFile]) -> None:
     while True:
         # The oldest run of MERGE_FANIN consecutive files of one level (levels only grow
         # towards the old end, so runs are contiguous in sequence).
@@ -144,7 +144,7 @@ def _merge_levels(store: Store, folder: Path, files: list[HourlyFile]) -> None:
         i, group = run
         level = group[0].level + 1
         path = folder / _name(group[0].first, group[-1].last, level)
-        _write_sum(store, [str(h.path) for h in group], path)
+        _write_sum([str(h.path) for h in group], path)
         files = files[:i] + [HourlyFile(path, group[0].first, group[-1].last, level)] \
             + files[i + MERGE_FANIN:]
 
@@ -161,7 +161,7 @@ def _delete_merged(folder: Path, now: float | None = None) -> None:
                 pass
 
 
-def _write_sum(store: Store, files: list[str], path: Path) -> None:
+def _write_sum(files: list[str], path: Path) -> None:
     """Sum `files` (minute or hourly files: the same columns) per hour into `path`."""
     import duckdb
     from fleetlens.pipeline.query import list_literal, load_sql  # query imports this module
