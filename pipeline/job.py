@@ -58,6 +58,7 @@ class JobStats:
     replayed_skipped: int = 0
     rollup_rows: int = 0
     files_written: int = 0
+    compaction_errors: int = 0  # hourly-tier compactions that failed (retried next flush)
     unknown_models: Counter = field(default_factory=Counter)  # model -> rollup rows
     # Where the time goes (seconds, cumulative): fetch = inside poll(), decode = bytes ->
     # frame, window = accept + close, rollup = rollup(), write = Parquet + checkpoint + commit,
@@ -75,6 +76,7 @@ class JobStats:
             "ledger_corrections": self.ledger_corrections,
             "replayed_skipped": self.replayed_skipped, "rollup_rows": self.rollup_rows,
             "files_written": self.files_written, "unknown_models": dict(self.unknown_models),
+            "compaction_errors": self.compaction_errors,
             "stage_seconds": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
         }
 
@@ -472,6 +474,7 @@ class PipelineJob(ConsumerRebalanceListener):
                         self.store, self.topic, p, part.checkpoint.seq,
                         1 if flush_all else p_cfg.compact_min_files)
             except Exception:  # noqa: BLE001
+                self.stats.compaction_errors += 1
                 log.exception("hourly-tier compaction of partition %d failed", p)
             self.stats.seconds["compact"] += time.monotonic() - t2
         t0 = time.monotonic()

@@ -38,9 +38,10 @@ Pipeline health (`fleetlens_pipeline_*`):
     assigned_partitions                         partitions this consumer owns
     open_window_rows                            raw rows waiting in open windows
     flush_duration_seconds (histogram)          rollup + Parquet + checkpoint + commit time
-    stage_seconds_total{stage}                  fetch, decode, window, rollup, write
+    stage_seconds_total{stage}                  fetch, decode, window, rollup, write, compact
     messages_total, samples_total               Kafka records / valid samples consumed
     rollup_rows_total, files_written_total, flushes_total
+    compaction_errors_total                     hourly-tier compactions that failed (retried)
     dead_letters_total{reason}                  by reason class ("late", "missing required
                                                 field", ...)
     late_samples_total                          samples for windows already closed
@@ -251,6 +252,8 @@ class PipelineMetrics:
         self.files = Counter(p + "files_written", "Rollup Parquet files written", registry=r)
         self.flushes = Counter(p + "flushes", "Flushes (close windows, write, commit)",
                                registry=r)
+        self.compaction_errors = Counter(p + "compaction_errors", "Hourly-tier compactions "
+                                         "that failed (retried at a later flush)", registry=r)
         self.dead = Counter(p + "dead_letters", "Lines sent to the dead-letter topic, by "
                             "reason class", ["reason"], registry=r)
         self.late = Counter(p + "late_samples", "Samples that arrived for a window already "
@@ -320,6 +323,7 @@ class PipelineMetrics:
         self._count(self.rollup_rows, "rollup_rows", st.rollup_rows)
         self._count(self.files, "files_written", st.files_written)
         self._count(self.flushes, "flushes", st.flushes)
+        self._count(self.compaction_errors, "compaction_errors", st.compaction_errors)
         self._count(self.late, "late", st.late)
         self._count(self.skipped, "replayed_skipped", st.replayed_skipped)
         for reason, n in st.dead_letters.items():

@@ -142,6 +142,22 @@ def test_replay_pipeline_report_matches_hand_computed_figures(broker, topic, tmp
     assert len(csv_out) == 1 + len(EXPECTED) + 1
 
 
+def test_a_failed_compaction_is_counted_and_loses_nothing(broker, topic, tmp_path):
+    """The hourly tier is an optimisation: when it cannot be written (here a file stands
+    where its folder should be) ingestion goes on, the failure is counted, and reports read
+    the minute rollups with the same numbers."""
+    store = tmp_path / "store"
+    run_cli("allocations", "load", str(FIXTURES / "e2e_allocations.csv"), "--store", str(store))
+    (store / "hourly").write_text("not a folder")
+    run_cli("replay", str(FIXTURES / "e2e_samples.ndjson"), "--bootstrap", broker.bootstrap,
+            "--topic", topic)
+    done = pipeline(broker, topic, store, f"g-{uuid.uuid4().hex[:8]}")
+    stats = json.loads(done.stderr.split("pipeline: ", 1)[1])
+    assert stats["samples"] == 13 and stats["compaction_errors"] >= 1
+    assert list((store / "rollups").rglob("*.parquet"))
+    assert_report_matches(report_json(store))
+
+
 def test_tenant_filter(broker, topic, tmp_path):
     store = tmp_path / "store"
     run_cli("allocations", "load", str(FIXTURES / "e2e_allocations.csv"), "--store", str(store))

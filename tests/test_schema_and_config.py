@@ -79,6 +79,7 @@ def test_config_file_env_and_validation(tmp_path):
     ("[definitions]\nidle_sm_active_max = 3\n", {}, "idle_sm_active_max must be within 0..1"),
     ("", {"FLEETLENS_NOPE_X": "1"}, "FLEETLENS_NOPE_X names no config section"),
     ("[kafka\n", {}, "is not valid TOML"),
+    ("[pipeline]\ncompact_min_files = 0\n", {}, "compact_min_files must be >= 1"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, text, environ, fragment):
     f = tmp_path / "c.toml"
