@@ -64,6 +64,10 @@ class JobStats:
     # frame, window = accept + close, rollup = rollup(), write = Parquet + checkpoint + commit,
     # compact = the hourly tier (pipeline/compact.py).
     seconds: Counter = field(default_factory=Counter)
+    # The process's CPU time in the same spans (all threads: Polars and DuckDB work in
+    # parallel, so a stage can use more CPU-seconds than seconds). Start-up, group joins and
+    # idle polls are in neither: this is what the work itself costs per sample.
+    cpu_seconds: Counter = field(default_factory=Counter)
     flushes: int = 0
     last_flush_at: float | None = None  # wall clock
 
@@ -78,7 +82,32 @@ class JobStats:
             "files_written": self.files_written, "unknown_models": dict(self.unknown_models),
             "compaction_errors": self.compaction_errors,
             "stage_seconds": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
+            "stage_cpu_seconds": {k: round(v, 3) for k, v in sorted(self.cpu_seconds.items())},
         }
+
+    def clock(self) -> StageClock:
+        return StageClock(self)
+
+
+class StageClock:
+    """Charges the wall and CPU time since its last mark to a stage of a JobStats.
+
+    The job's steps run one after another, so each step ends where the next begins:
+    `clock.charge("decode")` after decoding, `clock.charge("window")` after the windows, ...
+    """
+
+    def __init__(self, stats: JobStats):
+        self.stats = stats
+        self.wall = time.monotonic()
+        self.cpu = time.process_time()
+
+    def charge(self, stage: str) -> float:
+        """Add the time since the last mark to `stage`; returns the wall clock (monotonic)."""
+        wall, cpu = time.monotonic(), time.process_time()
+        self.stats.seconds[stage] += wall - self.wall
+        self.stats.cpu_seconds[stage] += cpu - self.cpu
+        self.wall, self.cpu = wall, cpu
+        return wall
 
 
 def _reason_class(reason: str) -> str:
@@ -201,12 +230,12 @@ class PipelineJob(ConsumerRebalanceListener):
             while not self.stop_event.is_set():
                 if self.waiting:
                     self._retry_waiting()
-                t_poll = time.monotonic()
+                clock = self.stats.clock()
                 polled = self.consumer.poll(timeout_ms=500)
                 now = time.monotonic()
                 if polled:
-                    self.stats.seconds["fetch"] += now - t_poll
-                    self._process(polled)
+                    clock.charge("fetch")  # an empty poll is waiting, not work
+                    self._process(polled, clock)
                     last_data = now
                 assigned = bool(self.parts or self.workload or self.waiting)
                 if not polled and assigned and last_data is None:
@@ -240,7 +269,7 @@ class PipelineJob(ConsumerRebalanceListener):
                 lock.release()
         return self.stats
 
-    def _process(self, polled: dict) -> None:
+    def _process(self, polled: dict, clock: StageClock) -> None:
         for tp in [tp for tp in polled if tp.topic == self.workload_topic]:
             self._process_workload(tp.partition, polled.pop(tp))
         # kafka-python's records carry partition, offset, key and value, all decode() reads:
@@ -248,10 +277,8 @@ class PipelineJob(ConsumerRebalanceListener):
         order = sorted(polled, key=lambda t: t.partition)
         records = [r for tp in order for r in polled[tp]]
         self.stats.messages += len(records)
-        t0 = time.monotonic()
         frame, dead = decode(records)
-        t1 = time.monotonic()
-        self.stats.seconds["decode"] += t1 - t0
+        clock.charge("decode")
         self.stats.samples += frame.height
         if frame.height:
             for uuid, model in frame.select("uuid", "model").unique().iter_rows():
@@ -274,7 +301,7 @@ class PipelineJob(ConsumerRebalanceListener):
                 # Merged into the store as a correction at the next flush, never dropped.
                 self.stats.late += late.height
                 part.late.append(late)
-        self.stats.seconds["window"] += time.monotonic() - t1
+        clock.charge("window")
 
     def _process_workload(self, partition: int, records: list) -> None:
         part = self.workload.get(partition)
@@ -404,10 +431,9 @@ class PipelineJob(ConsumerRebalanceListener):
                 log.error("partition %d was written by another process; dropping it", p)
                 del self.parts[p]
                 continue
-            t0 = time.monotonic()
+            clock = self.stats.clock()
             closed = part.take_closed(p_cfg.lateness_s, p_cfg.idle_close_s, flush_all)
-            t1 = time.monotonic()
-            self.stats.seconds["window"] += t1 - t0
+            clock.charge("window")
             cp = part.checkpoint
             seq = cp.seq
             defs, tenancy = self.cfg.definitions, self.cfg.tenancy
@@ -432,11 +458,9 @@ class PipelineJob(ConsumerRebalanceListener):
                 if merged.height:
                     raw_parts.append(merged)
                     row_parts.append(aggregate(merged, self.ledger, defs, tenancy))
-            if row_parts:
-                rows = pl.concat(row_parts)
-                t2 = time.monotonic()
-                self.stats.seconds["rollup"] += t2 - t1
-                t1 = t2
+            rows = pl.concat(row_parts) if row_parts else None
+            clock.charge("rollup")
+            if rows is not None:
                 seq += 1
                 if raw_parts:
                     self.store.write_raw(self.topic, p, seq,
@@ -461,8 +485,7 @@ class PipelineJob(ConsumerRebalanceListener):
                 part.checkpoint = new_cp
             if commit is not None:
                 commits[TopicPartition(self.topic, p)] = OffsetAndMetadata(commit, "", -1)
-            t2 = time.monotonic()
-            self.stats.seconds["write"] += t2 - t1
+            clock.charge("write")
             # Only durable files (<= the checkpoint's seq) go into the tier; an error there
             # never stops ingestion: readers use the minute files until a later try succeeds.
             covered = self._tier_covered.get(p)  # None: not read from the store yet
@@ -476,12 +499,12 @@ class PipelineJob(ConsumerRebalanceListener):
             except Exception:  # noqa: BLE001
                 self.stats.compaction_errors += 1
                 log.exception("hourly-tier compaction of partition %d failed", p)
-            self.stats.seconds["compact"] += time.monotonic() - t2
-        t0 = time.monotonic()
+            clock.charge("compact")
+        clock = self.stats.clock()
         commits.update(self._flush_workload(flush_all))
         if commits:
             self.consumer.commit(commits)
-        self.stats.seconds["write"] += time.monotonic() - t0
+        clock.charge("write")
         self.stats.flushes += 1
         self.stats.last_flush_at = time.time()
         if written:

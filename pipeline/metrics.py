@@ -39,6 +39,7 @@ Pipeline health (`fleetlens_pipeline_*`):
     open_window_rows                            raw rows waiting in open windows
     flush_duration_seconds (histogram)          rollup + Parquet + checkpoint + commit time
     stage_seconds_total{stage}                  fetch, decode, window, rollup, write, compact
+    stage_cpu_seconds_total{stage}              process CPU time (all threads) in those stages
     messages_total, samples_total               Kafka records / valid samples consumed
     rollup_rows_total, files_written_total, flushes_total
     compaction_errors_total                     hourly-tier compactions that failed (retried)
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 
 STATES = ("busy", "idle", "idle_held", "unavailable")
 GPU_LABELS = ("tenant", "model", "node", "gpu", "uuid", "mig_instance")
-STAGES = ("fetch", "decode", "window", "rollup", "write")
+STAGES = ("fetch", "decode", "window", "rollup", "write", "compact")
 FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # Per-GPU gauges: (metric name, help, value column of the per-GPU frame).
@@ -243,8 +244,10 @@ class PipelineMetrics:
                                        "rollup, Parquet write, checkpoint and commit",
                                        buckets=FLUSH_BUCKETS, registry=r)
         self.stage_seconds = Counter(p + "stage_seconds", "Seconds spent per stage "
-                                     "(fetch, decode, window, rollup, write)", ["stage"],
-                                     registry=r)
+                                     "(fetch, decode, window, rollup, write, compact)",
+                                     ["stage"], registry=r)
+        self.stage_cpu = Counter(p + "stage_cpu_seconds", "Process CPU seconds (all threads) "
+                                 "spent per stage", ["stage"], registry=r)
         self.messages = Counter(p + "messages", "Kafka records consumed", registry=r)
         self.samples = Counter(p + "samples", "Valid samples decoded", registry=r)
         self.rollup_rows = Counter(p + "rollup_rows", "Per-GPU-minute rollup rows written",
@@ -266,6 +269,7 @@ class PipelineMetrics:
                                 "flush (Unix seconds)", registry=r)
         for stage in STAGES:
             self.stage_seconds.labels(stage)  # export 0 before the first flush
+            self.stage_cpu.labels(stage)
         self.registry.register(_GpuCollector(self))
 
     # -- per-GPU ------------------------------------------------------------------------------
@@ -335,6 +339,8 @@ class PipelineMetrics:
             delta = self._count(self.stage_seconds.labels(stage), f"stage:{stage}", secs)
             if stage in ("rollup", "write"):
                 flush_s += delta
+        for stage, secs in st.cpu_seconds.items():
+            self._count(self.stage_cpu.labels(stage), f"cpu:{stage}", secs)
         self.flush_seconds.observe(flush_s)
         if st.last_flush_at is not None:
             self.last_flush.set(st.last_flush_at)

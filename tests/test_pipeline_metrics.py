@@ -196,6 +196,7 @@ def test_pipeline_exports_gpu_state_and_health_over_http(broker, topic, tmp_path
             value(m, "fleetlens_pipeline_flushes_total")
         for stage in ("fetch", "decode", "window", "rollup", "write"):
             assert value(m, "fleetlens_pipeline_stage_seconds_total", stage=stage) > 0, stage
+            assert value(m, "fleetlens_pipeline_stage_cpu_seconds_total", stage=stage) > 0, stage
 
         # A sample for node-a's minute 3, which has closed: late, counted, merged at the next
         # flush as a row of its own (not dead-lettered).
