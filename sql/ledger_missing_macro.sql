@@ -7,10 +7,15 @@
 -- GPUs on a node that did not report at all in the range.
 -- (h_from, h_to: the whole hours inside the range, as for range_rollups.)
 CREATE OR REPLACE MACRO ledger_missing(t_from, t_to, h_from, h_to, gpus_per_node) AS TABLE
-WITH node_gpus AS (
-    SELECT DISTINCT node, gpu FROM range_rollups(t_from, t_to, h_from, h_to)
+WITH ledger_rows AS (  -- read once: rows of whole GPUs on nodes the ledger names
+    SELECT tenant, tenant_source, node, gpu, observed_s
+    FROM range_rollups(t_from, t_to, h_from, h_to)
     WHERE mig_instance IS NULL
-      AND node IN (SELECT node FROM allocations WHERE gpu IS NULL)
+      AND node IN (SELECT node FROM allocations)  -- only GPUs the ledger can miss
+),
+node_gpus AS (
+    SELECT DISTINCT node, gpu FROM ledger_rows
+    WHERE node IN (SELECT node FROM allocations WHERE gpu IS NULL)
 ),
 ledger_gpu_seconds AS (
     SELECT a.tenant, a.node, coalesce(a.gpu, g.gpu) AS gpu,
@@ -30,10 +35,8 @@ unseen_nodes AS (
 ),
 ledger_observed AS (
     SELECT tenant, node, gpu, sum(observed_s) AS observed_s
-    FROM range_rollups(t_from, t_to, h_from, h_to)
+    FROM ledger_rows
     WHERE tenant_source = 'ledger'
-      AND node IN (SELECT node FROM allocations)  -- only GPUs the ledger can miss
-      AND mig_instance IS NULL
     GROUP BY tenant, node, gpu
 ),
 missing AS (
