@@ -17,6 +17,7 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
 from kafka.record import MemoryRecords
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.record.legacy_records import LegacyRecordBatchBuilder
 from kafka.record.util import calc_crc32c
 
 from fleetlens.config import KafkaConfig
@@ -114,6 +115,18 @@ def test_log_append_time_and_control_batches_as_kafka_python_reads_them():
     assert [r.offset for r in pr.take()] == [0, 1]
     assert pr.next_fetch_offset == 7
     assert_same(build_batch(records, compacted_tail=5))
+
+
+@pytest.mark.parametrize("magic,codec", [(0, 0), (1, 0), (1, 1)])
+def test_legacy_batches_are_read_as_kafka_python_reads_them(magic, codec):
+    """Message formats v0/v1 (brokers before 0.11) keep the library's record objects."""
+    b = LegacyRecordBatchBuilder(magic=magic, compression_type=codec, batch_size=10**6)
+    for i in range(5):
+        b.append(i, timestamp=1_790_000_000_000 + i, key=b"k" if i % 2 else None,
+                 value=b"v" * i * 100)
+    legacy = bytes(b.build())
+    got = assert_same(legacy + build_batch([(1, b"n", b"x", [])], base_offset=5))
+    assert [r.offset for r in got] == [0, 1, 2, 3, 4, 5]
 
 
 def test_corrupt_batches_raise_like_kafka_python():
