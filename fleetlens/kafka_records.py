@@ -65,6 +65,14 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise CorruptRecordError("varint longer than 64 bits")
 
 
+def _nullable_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    """A length-prefixed byte string at `pos` (length -1: null): (value, position after it)."""
+    n, pos = _varint(buf, pos)
+    if n < 0:
+        return None, pos
+    return buf[pos:pos + n], pos + n
+
+
 def parse_records(body: bytes, count: int) -> list[tuple]:
     """The `count` records of an uncompressed batch body, as
     (offset delta, timestamp delta, key, value, headers, length) tuples (length as the record
@@ -77,7 +85,7 @@ def parse_records(body: bytes, count: int) -> list[tuple]:
     append = out.append
     end = len(body)
     pos = 0
-    varint = _varint
+    varint, nullable_bytes = _varint, _nullable_bytes
     try:
         for _ in range(count):
             start = pos
@@ -86,36 +94,19 @@ def parse_records(body: bytes, count: int) -> list[tuple]:
             pos += 1  # attributes: unused by the protocol so far
             ts_delta, pos = varint(body, pos)
             offset_delta, pos = varint(body, pos)
-            n, pos = varint(body, pos)
-            if n >= 0:
-                key = body[pos:pos + n]
-                pos += n
-            else:
-                key = None
-            n, pos = varint(body, pos)
-            if n >= 0:
-                value = body[pos:pos + n]
-                pos += n
-            else:
-                value = None
+            key, pos = nullable_bytes(body, pos)
+            value, pos = nullable_bytes(body, pos)
             n_headers, pos = varint(body, pos)
             headers = []
             if n_headers:
                 if n_headers < 0:
                     raise CorruptRecordError(f"negative header count {n_headers}")
                 for _h in range(n_headers):
-                    n, pos = varint(body, pos)
-                    if n < 0:
-                        raise CorruptRecordError(f"negative header key length {n}")
-                    h_key = body[pos:pos + n].decode()
-                    pos += n
-                    n, pos = varint(body, pos)
-                    if n >= 0:
-                        h_value = body[pos:pos + n]
-                        pos += n
-                    else:
-                        h_value = None
-                    headers.append((h_key, h_value))
+                    h_key, pos = nullable_bytes(body, pos)
+                    if h_key is None:
+                        raise CorruptRecordError("null header key")
+                    h_value, pos = nullable_bytes(body, pos)
+                    headers.append((h_key.decode(), h_value))
             if pos != stop or pos > end:
                 raise CorruptRecordError(
                     f"record at byte {start}: its length ({length}) does not match its fields")
