@@ -161,9 +161,10 @@ def ingest(sz: Sizes) -> list[Row]:
             _pipeline(broker.bootstrap, f"{tmp}/s1t", topic1t, f"bench-{uuid.uuid4().hex[:8]}"),
             env=one)
         s1t = pipeline_summary(err)
-        rate1t = s1t["samples"] / _busy(s1t)
+        busy1t = _busy(s1t)
+        rate1t = s1t["samples"] / busy1t
         rows.append(("ingest 1 proc, 1 thread", "GPU-samples/s (POLARS_MAX_THREADS=1)",
-                     _fmt_rate(rate1t), f"{_stage_cpu(s1t) / _busy(s1t):.2f} cores in use "
+                     _fmt_rate(rate1t), f"{_stage_cpu(s1t) / busy1t:.2f} cores in use "
                      f"while busy; {1e6 * _stage_cpu(s1t) / s1t['samples']:.1f} CPU-s per 1M "
                      f"in the stages, {1e6 * cpu1t / s1t['samples']:.1f} whole process"))
         rows += _two_processes(sz, broker.bootstrap, t0, f"{tmp}/s2t", rate1t,

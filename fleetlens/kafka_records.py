@@ -30,14 +30,14 @@ import kafka
 from kafka import codec
 from kafka.consumer.fetcher import ConsumerRecord, Fetcher
 from kafka.errors import CorruptRecordError
+from kafka.protocol.consumer.offsets import IsolationLevel
 from kafka.record.default_records import DefaultRecordBatch
+from kafka.record.util import decode_varint
 
 log = logging.getLogger(__name__)
 
 TESTED_VERSION = "3.0.12"  # the pinned kafka-python; see pyproject.toml
-READ_UNCOMMITTED = 0  # kafka-python's IsolationLevel.READ_UNCOMMITTED
-BATCH_HEADER_BYTES = 61  # baseOffset .. recordCount of a v2 batch
-LOG_APPEND_TIME = 1
+BATCH_HEADER_BYTES = DefaultRecordBatch.HEADER_STRUCT.size  # baseOffset .. recordCount
 
 _DECOMPRESS = {
     1: codec.gzip_decode,
@@ -47,27 +47,9 @@ _DECOMPRESS = {
 }
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint at `pos`: (value, position after it)."""
-    b = buf[pos]
-    if b < 0x80:  # one byte: the common case for every field but long values
-        return (b >> 1) ^ -(b & 1), pos + 1
-    result, shift = b & 0x7F, 7
-    pos += 1
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise CorruptRecordError("varint longer than 64 bits")
-
-
 def _nullable_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
     """A length-prefixed byte string at `pos` (length -1: null): (value, position after it)."""
-    n, pos = _varint(buf, pos)
+    n, pos = decode_varint(buf, pos)
     if n < 0:
         return None, pos
     return buf[pos:pos + n], pos + n
@@ -85,7 +67,7 @@ def parse_records(body: bytes, count: int) -> list[tuple]:
     append = out.append
     end = len(body)
     pos = 0
-    varint, nullable_bytes = _varint, _nullable_bytes
+    varint, nullable_bytes = decode_varint, _nullable_bytes
     try:
         for _ in range(count):
             start = pos
@@ -111,7 +93,7 @@ def parse_records(body: bytes, count: int) -> list[tuple]:
                 raise CorruptRecordError(
                     f"record at byte {start}: its length ({length}) does not match its fields")
             append((offset_delta, ts_delta, key, value, headers, length))
-    except (IndexError, UnicodeDecodeError) as exc:
+    except (IndexError, ValueError) as exc:  # ValueError: varint or UTF-8
         raise CorruptRecordError(f"invalid record structure: {exc!r}") from None
     if pos != end:
         raise CorruptRecordError(f"{end - pos} unconsumed bytes after all records consumed")
@@ -139,7 +121,7 @@ class FastPartitionRecords(Fetcher.PartitionRecords):
     """
 
     def _unpack_records(self, tp, records, key_deserializer, value_deserializer):
-        if (self.isolation_level != READ_UNCOMMITTED or key_deserializer is not None
+        if (self.isolation_level != IsolationLevel.READ_UNCOMMITTED or key_deserializer is not None
                 or value_deserializer is not None):
             yield from super()._unpack_records(tp, records, key_deserializer, value_deserializer)
             return
@@ -169,7 +151,7 @@ class FastPartitionRecords(Fetcher.PartitionRecords):
         base, epoch = batch.base_offset, self.leader_epoch
         ts_type = batch.timestamp_type
         first_ts = batch.first_timestamp
-        append_ts = batch.max_timestamp if ts_type == LOG_APPEND_TIME else None
+        append_ts = batch.max_timestamp if ts_type == DefaultRecordBatch.LOG_APPEND_TIME else None
         topic, partition = tp.topic, tp.partition
         for offset_delta, ts_delta, key, value, headers, size in parse_records(
                 batch_body(batch), batch.records_count):
